@@ -1,0 +1,1 @@
+"""FastAPI: ingest endpoints and read endpoints. Needs ``mcpsift[all]``."""

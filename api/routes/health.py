@@ -1,0 +1,19 @@
+"""``GET /healthz``: liveness plus the runner's progress counters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from ..deps import RunnerDep
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz(runner: RunnerDep) -> dict[str, Any]:
+    status = runner.status()
+    return {"status": "ok" if status["error"] is None else "degraded", **status}

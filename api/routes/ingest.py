@@ -1,0 +1,92 @@
+"""``POST /v1/events``: HTTP ingest of MCP audit events.
+
+The body is a JSON array of events, or NDJSON (one event per line; a single
+JSON object is one line of NDJSON). Each event gets a verdict. Invalid events
+are kept in ``dead_letter`` with the reason and do not fail the batch; a body
+that cannot be split into events at all is kept too, and answered 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from ..deps import RunnerDep, SettingsDep
+
+__all__ = ["router", "split_body"]
+
+router = APIRouter(prefix="/v1", tags=["ingest"])
+
+_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+class BodyError(ValueError):
+    pass
+
+
+def split_body(body: bytes) -> list[bytes]:
+    """The raw bytes of each event in a JSON-array or NDJSON body."""
+    stripped = body.lstrip()
+    if not stripped:
+        raise BodyError("empty body: send a JSON array of events or NDJSON")
+    if stripped[:1] == b"[":
+        try:
+            return [bytes(item) for item in _raw_list.decode(body)]
+        except msgspec.DecodeError as exc:
+            raise BodyError(f"body is not a valid JSON array: {exc}") from None
+    return [line for line in body.splitlines() if line.strip()]
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise OverflowError
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise OverflowError
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/events",
+    status_code=202,
+    summary="Ingest MCP audit events (JSON array or NDJSON)",
+    responses={
+        202: {"description": "at least one event accepted; per-event verdicts"},
+        400: {"description": "the body is not a JSON array or NDJSON (it is kept as a dead letter)"},
+        413: {"description": "the body is larger than max_body_bytes"},
+        422: {"description": "no event in the body was valid (all kept as dead letters)"},
+    },
+)
+async def ingest_events(request: Request, runner: RunnerDep, settings: SettingsDep) -> JSONResponse:
+    try:
+        body = await _read_limited(request, settings.max_body_bytes)
+    except OverflowError:
+        return JSONResponse(
+            {"error": f"body larger than {settings.max_body_bytes} bytes; split it into smaller batches"},
+            status_code=413,
+        )
+    try:
+        items = split_body(body)
+    except BodyError as exc:
+        if body.strip():
+            await run_in_threadpool(runner.dead_letter, "http", str(exc), body)
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    if not items:
+        return JSONResponse({"error": "no events in the body"}, status_code=400)
+    verdicts = await run_in_threadpool(runner.ingest, items, "http")
+    accepted = sum(1 for v in verdicts if v.status == "accepted")
+    content: dict[str, Any] = {
+        "accepted": accepted,
+        "rejected": len(verdicts) - accepted,
+        "results": [v.as_dict() for v in verdicts],
+    }
+    return JSONResponse(content, status_code=202 if accepted else 422)

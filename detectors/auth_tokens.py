@@ -1,0 +1,172 @@
+"""Token detections: audience mismatch, reuse across audiences, expired tokens accepted.
+
+Rules (spec/detections.md, "Authentication and identity"):
+``auth.audience_mismatch``, ``auth.token_reuse_across_audiences``,
+``auth.expired_token_accepted``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import Field
+
+from mcpsift.alerts import Alert
+from mcpsift.uris import normalize_resource
+
+from .base import Detector, Params, token_key, ts
+
+__all__ = ["AudienceMismatch", "TokenReuseAcrossAudiences", "ExpiredTokenAccepted"]
+
+_NO_ALERTS: list[Alert] = []
+
+
+def _accepted_token(ev: Any) -> bool:
+    return ev.token is not None and ev.outcome is not None and ev.outcome.status == "ok"
+
+
+def _token_label(ev: Any) -> str:
+    token = ev.token
+    if token.jti:
+        return f"jti {token.jti}"
+    return token.fingerprint or "(unidentified token)"
+
+
+class AudienceMismatch(Detector):
+    """A server accepted a token whose audience does not name it (RFC 8707)."""
+
+    rule_ids = ("auth.audience_mismatch",)
+    severities = {"auth.audience_mismatch": "high"}
+    event_types = frozenset({"auth.token"})
+    key_kind = None
+
+    def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
+        if not _accepted_token(ev) or ev.server is None or not ev.server.resource:
+            return state, _NO_ALERTS
+        audience = ev.token.audience
+        # an absent or empty audience is auth.weak_token_accepted's case
+        if not audience:
+            return state, _NO_ALERTS
+        resource = normalize_resource(ev.server.resource)
+        if any(normalize_resource(a) == resource for a in audience):
+            return state, _NO_ALERTS
+        return state, [
+            self.alert(
+                "auth.audience_mismatch",
+                ev,
+                identity=(token_key(ev) or ev.event_id, resource),
+                title="Server accepted a token minted for another audience",
+                description=(
+                    f"{ev.server.name or resource} ({resource}) accepted token {_token_label(ev)} "
+                    f"whose audience is {', '.join(audience)}; the token was not issued for this server "
+                    f"(RFC 8707 audience validation failed)."
+                ),
+                attack=["T1550.001"],
+            )
+        ]
+
+
+class TokenReuseParams(Params):
+    #: window when the token's lifetime is unknown, in seconds
+    default_window_s: float = Field(default=3600.0, gt=0)
+
+
+class TokenReuseAcrossAudiences(Detector):
+    """One token presented to two or more distinct servers within its lifetime."""
+
+    rule_ids = ("auth.token_reuse_across_audiences",)
+    severities = {"auth.token_reuse_across_audiences": "high"}
+    event_types = frozenset({"auth.token"})
+    key_kind = "token"
+    Params = TokenReuseParams
+
+    def key(self, ev: Any) -> Optional[str]:
+        if ev.server is None or not (ev.server.resource or ev.server.name):
+            return None
+        return token_key(ev)
+
+    def state_ttl_s(self) -> float:
+        # longer than any window, so a token's uses stay comparable while it lives
+        return max(self.params.default_window_s, 24 * 3600.0)
+
+    def _window(self, ev: Any) -> float:
+        token = ev.token
+        if token.issued_at is not None and token.expires_at is not None and token.expires_at > token.issued_at:
+            return (token.expires_at - token.issued_at).total_seconds()
+        return self.params.default_window_s
+
+    def initial_state(self) -> Any:
+        # {"uses": {resource: [time, event_id]}}
+        return {"uses": {}}
+
+    def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
+        server = ev.server
+        resource = normalize_resource(server.resource) if server.resource else f"name:{server.name}"
+        now = ts(ev.time)
+        window = self._window(ev)
+        uses: dict[str, list[Any]] = state["uses"]
+        for other in [r for r, (t, _) in uses.items() if now - t > window]:
+            del uses[other]
+        alerts: list[Alert] = []
+        previous = uses.get(resource)
+        if previous is None:
+            for other, (t, other_event) in sorted(uses.items()):
+                if abs(now - t) > window:
+                    continue
+                pair = sorted((other, resource))
+                alerts.append(
+                    self.alert(
+                        "auth.token_reuse_across_audiences",
+                        ev,
+                        identity=(token_key(ev), *pair),
+                        title="One token presented to several MCP servers",
+                        description=(
+                            f"Token {_token_label(ev)} of {ev.principal.subject if ev.principal and ev.principal.subject else 'an unknown subject'} "
+                            f"was presented to {other} and then to {resource} "
+                            f"({abs(now - t):.0f} s apart, outcome at {resource}: "
+                            f"{ev.outcome.status if ev.outcome else 'unknown'}): a token minted for one server replayed at another."
+                        ),
+                        event_ids=[other_event, ev.event_id],
+                        attack=["T1550.001"],
+                    )
+                )
+            uses[resource] = [now, ev.event_id]
+        elif now > previous[0]:
+            previous[0] = now  # keep the latest use, first event as evidence
+        return state, alerts
+
+
+class ExpiredTokenParams(Params):
+    #: clock skew tolerated, in seconds
+    skew_s: float = Field(default=60.0, ge=0)
+
+
+class ExpiredTokenAccepted(Detector):
+    """A server accepted a token that had expired (beyond the clock skew)."""
+
+    rule_ids = ("auth.expired_token_accepted",)
+    severities = {"auth.expired_token_accepted": "high"}
+    event_types = frozenset({"auth.token"})
+    key_kind = None
+    Params = ExpiredTokenParams
+
+    def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
+        if not _accepted_token(ev) or ev.token.expires_at is None:
+            return state, _NO_ALERTS
+        late = (ev.time - ev.token.expires_at).total_seconds()
+        if late <= self.params.skew_s:
+            return state, _NO_ALERTS
+        where = ev.server.resource or ev.server.name if ev.server is not None else None
+        return state, [
+            self.alert(
+                "auth.expired_token_accepted",
+                ev,
+                identity=(token_key(ev) or ev.event_id, where or ""),
+                title="Expired token accepted",
+                description=(
+                    f"{where or 'A server'} accepted token {_token_label(ev)} that expired at "
+                    f"{ev.token.expires_at.isoformat()}, {late:.0f} s before it was presented "
+                    f"(tolerated skew {self.params.skew_s:.0f} s)."
+                ),
+            )
+        ]

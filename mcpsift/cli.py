@@ -1,0 +1,264 @@
+"""The ``mcpsift`` command line.
+
+Heavy dependencies (ClickHouse, FastAPI, uvicorn) are imported inside the
+commands that need them, so ``mcpsift detect`` starts fast and works with
+only the core installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import IO, Iterator, Optional
+
+import typer
+from rich.console import Console
+
+from mcpsift import __version__
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="mcpsift: audit and anomaly detection for MCP servers and gateways.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+err = Console(stderr=True, soft_wrap=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (keys as in docs/operations.md)")
+
+
+def _fail(message: str, code: int = 2) -> "typer.Exit":
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _load(config: Optional[Path], **overrides: object):  # type: ignore[no-untyped-def]
+    from mcpsift.detectors import UnknownDetector, build_detectors
+    from mcpsift.settings import ConfigError, load_settings
+
+    try:
+        settings = load_settings(config, **overrides)
+        d = settings.detectors
+        build_detectors(d.enabled, d.disabled, d.thresholds)  # unknown rule ids stop start-up
+    except (ConfigError, UnknownDetector) as exc:
+        raise _fail(str(exc))
+    return settings
+
+
+def _need_all(what: str) -> None:
+    missing = []
+    for module in ("clickhouse_connect", "chdb", "fastapi", "uvicorn"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise _fail(f"{what} needs {', '.join(missing)}: pip install 'mcpsift[all]'")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+@app.command()
+def rules() -> None:
+    """List the detection rule ids this build implements, with their thresholds."""
+    from mcpsift.detectors import DETECTOR_CLASSES
+
+    for cls in DETECTOR_CLASSES:
+        params = ", ".join(f"{k}={v.default}" for k, v in cls.Params.model_fields.items()) or "-"
+        for rule in cls.rule_ids:
+            print(f"{rule:40s} {cls.severities[rule]:8s} {params}")
+
+
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="bind address [default 127.0.0.1; env MCPSIFT_HOST]"),
+    port: Optional[int] = typer.Option(None, help="port [default 8765; env MCPSIFT_PORT]"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="where data lives [default ./.mcpsift]"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Run the embedded pipeline: HTTP ingest -> detect -> ClickHouse (in-process)."""
+    _need_all("mcpsift serve")
+    import uvicorn
+
+    from mcpsift.api.app import create_app
+    from mcpsift.store import StoreError, open_store
+    from mcpsift.streams.embedded import EmbeddedRunner
+
+    settings = _load(config, host=host, port=port, data_dir=data_dir)
+    try:
+        store = open_store(settings)
+    except StoreError as exc:
+        raise _fail(str(exc))
+    runner = EmbeddedRunner(settings, store)
+    started = time.monotonic()
+    replayed = runner.recover(on_progress=lambda n: err.print(f"recovering: {n:,} events replayed", highlight=False))
+    if replayed:
+        err.print(
+            f"recovered: replayed {replayed:,} events after checkpoint {runner.checkpoint_seq:,} "
+            f"in {time.monotonic() - started:.1f} s",
+            highlight=False,
+        )
+    where = settings.data_dir.resolve() if settings.dsn.startswith("chdb://") else settings.dsn
+    err.print(
+        f"mcpsift {__version__} serve listening on http://{settings.host}:{settings.port}  "
+        f"(POST /v1/events, GET /v1/alerts, GET /healthz)\n"
+        f"data: {where}  (ClickHouse {settings.dsn.split('@')[-1]}, database {settings.database})",
+        highlight=False,
+    )
+
+    def stopped() -> None:
+        # printed from the app's shutdown: uvicorn re-raises SIGTERM/SIGINT after it
+        err.print(
+            f"stopped cleanly: {runner.accepted:,} events accepted, {runner.alerts_written:,} alerts written, "
+            f"checkpoint at ingest_seq {runner.checkpoint_seq:,}",
+            highlight=False,
+        )
+
+    application = create_app(settings, store, runner, on_stopped=stopped)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@contextlib.contextmanager
+def _open_input(path: str) -> Iterator[tuple[IO[bytes], Optional[int]]]:
+    if path == "-":
+        yield sys.stdin.buffer, None
+        return
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise _fail(f"cannot read input {path}: {exc.strerror}")
+    with handle:
+        try:
+            size: Optional[int] = Path(path).stat().st_size
+        except OSError:
+            size = None
+        yield handle, size
+
+
+@contextlib.contextmanager
+def _open_output(path: str) -> Iterator[IO[bytes]]:
+    if path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    try:
+        handle = open(path, "wb")
+    except OSError as exc:
+        raise _fail(f"cannot write output {path}: {exc.strerror}")
+    with handle:
+        yield handle
+
+
+@app.command()
+def detect(
+    input: str = typer.Option(..., "--input", "-i", help="JSONL file of events, or - for stdin"),
+    output: str = typer.Option("-", "--output", "-o", help="where alerts go as JSONL, or - for stdout"),
+    config: Optional[Path] = ConfigOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar and no summary"),
+) -> None:
+    """Run the detectors over a JSONL file of events (no storage) and write alerts as JSONL.
+
+    Invalid lines are reported on stderr with their line numbers and skipped.
+    Same input, same output, byte for byte.
+    """
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mcpsift.streams.offline import detect_lines
+
+    settings = _load(config)
+    shown_invalid = 0
+
+    def on_invalid(line: int, reason: str) -> None:
+        nonlocal shown_invalid
+        shown_invalid += 1
+        if shown_invalid <= 1000:
+            err.print(f"line {line}: invalid event: {reason}", highlight=False, markup=False)
+        elif shown_invalid == 1001:
+            err.print("(more invalid lines; only the first 1000 are listed)")
+
+    started = time.perf_counter()
+    with _open_input(input) as (handle, size), _open_output(output) as out:
+        show_bar = not quiet and err.is_terminal and size is not None
+        progress = Progress(
+            TextColumn("detect"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+            console=err, disable=not show_bar, transient=True,
+        )
+        with progress:
+            task = progress.add_task("detect", total=size)
+            report = detect_lines(
+                handle,
+                out,
+                settings,
+                on_invalid=on_invalid,
+                on_progress=(lambda _n: progress.update(task, completed=handle.tell())) if show_bar else None,
+                progress_every=20_000,
+            )
+    elapsed = time.perf_counter() - started
+    if not quiet:
+        rules_seen = ", ".join(f"{r} {n}" for r, n in sorted(report.by_rule.items())) or "none"
+        err.print(
+            f"{report.events:,} events ({report.invalid:,} invalid lines, {report.duplicates:,} duplicates, "
+            f"{report.late_events:,} late) -> {report.alerts:,} alerts [{rules_seen}] in {elapsed:.1f} s "
+            f"({report.events / elapsed if elapsed > 0 else 0:,.0f} events/s)",
+            highlight=False,
+            markup=False,
+        )
+
+
+@app.command()
+def alerts(
+    limit: int = typer.Option(20, help="how many, newest first"),
+    rule: Optional[str] = typer.Option(None, "--rule", help="only this rule id"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Print stored alerts as JSONL (needs the store; with `serve` running, use GET /v1/alerts)."""
+    _need_all("mcpsift alerts")
+    from mcpsift.store import StoreError, open_store
+
+    settings = _load(config)
+    try:
+        store = open_store(settings)
+    except StoreError as exc:
+        raise _fail(str(exc))
+    for alert in store.list_alerts(rule_id=rule, limit=limit):
+        print(alert.model_dump_json())
+
+
+@app.command()
+def bench(
+    which: str = typer.Argument("all", help="validate | detect | serve | all"),
+    events: Optional[int] = typer.Option(None, help="events to use (default: each benchmark's own)"),
+) -> None:
+    """Run the benchmarks in bench/ and print their figures."""
+    import importlib
+
+    names = ["validate", "detect", "serve"] if which == "all" else [which]
+    for name in names:
+        try:
+            module = importlib.import_module(f"mcpsift.bench.bench_{name}")
+        except ImportError as exc:
+            raise _fail(f"no benchmark {name!r} ({exc}); choose validate, detect, serve or all")
+        argv = ["--events", str(events)] if events else []
+        module.main(argv)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

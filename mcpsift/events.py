@@ -1,0 +1,545 @@
+"""The MCP audit event: spec/events.md (version 1) as code.
+
+Two views of one schema:
+
+* :class:`Event` and its parts are pydantic v2 models. They are the single
+  source of truth: the JSON Schema, the API documentation and producers that
+  build events in Python use them.
+* :data:`EventRecord` is a ``msgspec.Struct`` *generated from those models at
+  import time* (:func:`_record_type_for`). The pipeline decodes every incoming
+  event with it, because typed msgspec decoding is several times faster than
+  pydantic validation and the pipeline reads hundreds of thousands of events a
+  second. A hypothesis test (tests/test_events_property.py) proves both views
+  accept and reject the same documents and read them to the same values.
+
+Checks that are not a matter of types (cross-field rules per event type, the
+privacy rule that no raw credential may appear in ``token`` or ``principal``)
+live in :func:`check_event`, which both views call.
+
+Call :func:`decode_event` on raw bytes of one event (a Kafka message, a JSONL
+line, one element of an ingest array); it returns an :data:`EventRecord` or
+raises :class:`InvalidEvent` whose message says what is wrong and where.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import types
+import typing
+from typing import Annotated, Any, Literal, Optional, Union
+
+import annotated_types
+import msgspec
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+__all__ = [
+    "SCHEMA",
+    "EVENT_TYPES",
+    "DENIED_REASONS",
+    "Event",
+    "EventRecord",
+    "Source",
+    "Server",
+    "Principal",
+    "Token",
+    "Session",
+    "Network",
+    "Outcome",
+    "Trace",
+    "ToolDefinition",
+    "ToolResult",
+    "ToolCall",
+    "Resource",
+    "Prompt",
+    "InvalidEvent",
+    "decode_event",
+    "encode_event",
+    "event_from_dict",
+    "check_event",
+    "to_builtins",
+]
+
+SCHEMA = "mcpsift.event/1"
+
+EventType = Literal[
+    "auth.challenge",
+    "auth.token",
+    "auth.token_issued",
+    "auth.token_revoked",
+    "auth.client_registered",
+    "auth.client_metadata",
+    "mcp.session_start",
+    "mcp.session_end",
+    "mcp.tools_list",
+    "mcp.tool_call",
+    "mcp.resource_read",
+    "mcp.prompt_get",
+    "mcp.request",
+]
+EVENT_TYPES: tuple[str, ...] = typing.get_args(EventType)
+
+#: ``outcome.reason`` values an ``auth.token`` with ``outcome.status = denied`` may carry.
+DENIED_REASONS = frozenset(
+    {
+        "expired",
+        "invalid_signature",
+        "wrong_audience",
+        "insufficient_scope",
+        "revoked",
+        "malformed",
+        "unknown_issuer",
+        "other",
+    }
+)
+
+ANNOTATION_HINTS = ("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint")
+
+
+class InvalidEvent(ValueError):
+    """An event that does not satisfy spec/events.md; ``str()`` is the reason."""
+
+
+# --------------------------------------------------------------------------
+# Timestamps: one parser for both views, so they cannot disagree.
+
+_AwareDatetime = Annotated[_dt.datetime, msgspec.Meta(tz=True)]
+
+
+def _parse_timestamp(value: Any) -> Any:
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError("timestamp needs a time zone (Z or an offset)")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("timestamp must be an RFC 3339 string with a time zone")
+    try:
+        return msgspec.convert(value, _AwareDatetime)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"not an RFC 3339 timestamp with a time zone: {exc}") from None
+
+
+Timestamp = Annotated[_dt.datetime, BeforeValidator(_parse_timestamp)]
+
+
+# --------------------------------------------------------------------------
+# The pydantic models (source of truth).
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
+
+
+class Source(_Part):
+    kind: Literal["server", "gateway", "client", "authorization_server"]
+    name: str = Field(min_length=1)
+    instance: Optional[str] = None
+    version: Optional[str] = None
+
+
+class Server(_Part):
+    name: Optional[str] = None
+    resource: Optional[str] = None
+
+
+class Principal(_Part):
+    subject: Optional[str] = None
+    issuer: Optional[str] = None
+    client_id: Optional[str] = None
+    tenant: Optional[str] = None
+
+
+class Token(_Part):
+    fingerprint: Optional[str] = None
+    jti: Optional[str] = None
+    audience: Optional[list[str]] = None
+    scopes: Optional[list[str]] = None
+    issued_at: Optional[Timestamp] = None
+    expires_at: Optional[Timestamp] = None
+    alg: Optional[str] = None
+    issuer: Optional[str] = None
+
+
+class Session(_Part):
+    id: Optional[str] = None
+    transport: Optional[Literal["stdio", "streamable-http", "sse", "other"]] = None
+    protocol_version: Optional[str] = None
+
+
+class Network(_Part):
+    client_ip: Optional[str] = None
+    user_agent: Optional[str] = None
+
+
+class Outcome(_Part):
+    status: Optional[Literal["ok", "error", "denied"]] = None
+    reason: Optional[str] = None
+    error: Optional[str] = None
+    duration_ms: Optional[float] = Field(default=None, ge=0)
+
+
+class Trace(_Part):
+    trace_id: Optional[str] = None
+    span_id: Optional[str] = None
+
+
+class ToolDefinition(_Part):
+    name: str = Field(min_length=1)
+    description: Optional[str] = None
+    input_schema: Optional[dict[str, Any]] = None
+    # MCP tool annotations: the four hints are booleans (checked in
+    # check_event); other members such as ``title`` are kept as they are.
+    annotations: Optional[dict[str, Any]] = None
+    definition_hash: Optional[str] = None
+
+
+class ToolResult(_Part):
+    size: Optional[int] = Field(default=None, ge=0)
+    hash: Optional[str] = None
+    excerpt: Optional[str] = None
+    is_error: Optional[bool] = None
+
+
+class ToolCall(_Part):
+    name: str = Field(min_length=1)
+    arguments: Optional[dict[str, Any]] = None
+    arguments_hash: Optional[str] = None
+    annotations: Optional[dict[str, Any]] = None
+    definition_hash: Optional[str] = None
+    result: Optional[ToolResult] = None
+
+
+class Resource(_Part):
+    uri: str
+    mime_type: Optional[str] = None
+    size: Optional[int] = Field(default=None, ge=0)
+
+
+class Prompt(_Part):
+    name: str
+
+
+class Event(_Part):
+    """One MCP audit event (spec/events.md, "Envelope" and "Event types")."""
+
+    schema_: Literal["mcpsift.event/1"] = Field(alias="schema")
+    event_id: str = Field(min_length=1)
+    time: Timestamp
+    type: EventType
+    tenant: str = "default"
+    source: Source
+    server: Optional[Server] = None
+    principal: Optional[Principal] = None
+    token: Optional[Token] = None
+    session: Optional[Session] = None
+    network: Optional[Network] = None
+    outcome: Optional[Outcome] = None
+    trace: Optional[Trace] = None
+    attributes: Optional[dict[str, Any]] = None
+    tools: Optional[list[ToolDefinition]] = None
+    tool: Optional[ToolCall] = None
+    resource: Optional[Resource] = None
+    prompt: Optional[Prompt] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_unknown_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return _move_unknown_into_attributes(data)
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> "Event":
+        check_event(self)
+        return self
+
+
+_EVENT_FIELD_NAMES = frozenset(
+    (f.alias or name) for name, f in Event.model_fields.items()
+)
+
+
+def _move_unknown_into_attributes(data: dict[str, Any]) -> dict[str, Any]:
+    """spec: unknown top-level fields are kept in ``attributes``, not rejected."""
+    unknown = [k for k in data if k not in _EVENT_FIELD_NAMES]
+    if not unknown:
+        return data
+    data = dict(data)
+    attributes = data.get("attributes")
+    if attributes is None:
+        attributes = {}
+    elif isinstance(attributes, dict):
+        attributes = dict(attributes)
+    else:
+        return data  # the type error on ``attributes`` is reported as such
+    for key in unknown:
+        value = data.pop(key)
+        # a value already in attributes under that name wins; the top-level
+        # one is kept under a prefixed name rather than lost
+        attributes[key if key not in attributes else f"toplevel.{key}"] = value
+    data["attributes"] = attributes
+    return data
+
+
+# --------------------------------------------------------------------------
+# Checks shared by both views.
+
+_SECRET_PATTERNS = [
+    ("JWT", r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
+    ("bearer credential", r"(?:^|\n)\s*(?i:bearer)\s+[^\s\n]{8,}"),
+    ("AWS access key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    ("GitHub token", r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})"),
+    ("GitLab token", r"\bglpat-[A-Za-z0-9_-]{20,}"),
+    ("Slack token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
+    ("API secret key", r"\b(?:sk|rk)[-_](?:live_|test_|proj-|ant-)?[A-Za-z0-9_-]{20,}"),
+    ("Google API key", r"\bAIza[0-9A-Za-z_-]{35}"),
+    ("private key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+]
+_SECRET_RE = re.compile("|".join(f"(?P<g{i}>{p})" for i, (_, p) in enumerate(_SECRET_PATTERNS)))
+# every pattern above contains one of these (case-folded); keep them in step
+_SECRET_MARKERS = ("eyj", "bearer", "akia", "asia", "gh", "glpat-", "xox", "sk-", "sk_", "rk-", "rk_", "aiza", "-----begin")
+_FINGERPRINT_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}:[A-Za-z0-9+/=_-]{16,}$")
+
+
+def _secret_kind(value: str) -> str | None:
+    match = _SECRET_RE.search(value)
+    if match is None:
+        return None
+    return _SECRET_PATTERNS[int(match.lastgroup[1:])][0]  # type: ignore[index]
+
+
+def _strings(obj: Any, fields: tuple[str, ...]) -> typing.Iterator[tuple[str, str]]:
+    for name in fields:
+        value = getattr(obj, name)
+        if isinstance(value, str):
+            yield name, value
+        elif isinstance(value, list):
+            for item in value:
+                yield name, item
+
+
+_TOKEN_STRING_FIELDS = ("fingerprint", "jti", "audience", "scopes", "alg", "issuer")
+_PRINCIPAL_STRING_FIELDS = ("subject", "issuer", "client_id", "tenant")
+
+# payload each event type cannot do without (spec/events.md "Event types")
+_REQUIRED_PAYLOAD = {
+    "auth.token": "token",
+    "auth.token_issued": "token",
+    "auth.token_revoked": "token",
+    "auth.client_registered": "principal",
+    "auth.client_metadata": "principal",
+    "mcp.tools_list": "tools",
+    "mcp.tool_call": "tool",
+    "mcp.resource_read": "resource",
+    "mcp.prompt_get": "prompt",
+}
+
+
+def _check_privacy(token: Any, principal: Any) -> None:
+    # Fast path first: one case-folded join and a literal-marker scan cost a
+    # few microseconds; the full regex field by field costs ~50 us, and this
+    # runs on every event. Only a marker hit pays for the precise check.
+    parts: list[str] = []
+    for obj, fields in ((token, _TOKEN_STRING_FIELDS), (principal, _PRINCIPAL_STRING_FIELDS)):
+        if obj is None:
+            continue
+        for field in fields:
+            value = getattr(obj, field)
+            if value is None:
+                continue
+            if type(value) is str:
+                parts.append(value)
+            else:
+                parts.extend(value)
+    lowered = "\n".join(parts).lower()
+    for marker in _SECRET_MARKERS:
+        if marker in lowered:
+            break
+    else:
+        return
+    for part, obj, fields in (("token", token, _TOKEN_STRING_FIELDS), ("principal", principal, _PRINCIPAL_STRING_FIELDS)):
+        if obj is None:
+            continue
+        for field, value in _strings(obj, fields):
+            kind = _secret_kind(value)
+            if kind:
+                raise InvalidEvent(
+                    f"privacy: {part}.{field} looks like a raw {kind}; send a fingerprint, never the credential"
+                )
+
+
+def check_event(ev: Any) -> None:
+    """Rules beyond types, for an :class:`Event` or an :data:`EventRecord`.
+
+    Raises ``ValueError`` (``InvalidEvent`` on the fast path) with the reason.
+    """
+    token = ev.token
+    principal = ev.principal
+    if token is not None or principal is not None:
+        _check_privacy(token, principal)
+    if token is not None and token.fingerprint is not None and not _FINGERPRINT_RE.match(token.fingerprint):
+        raise InvalidEvent(
+            "token.fingerprint must look like 'sha256:<hex>' (or '<algorithm>:<digest>' for a keyed HMAC)"
+        )
+    etype = ev.type
+    needed = _REQUIRED_PAYLOAD.get(etype)
+    if needed is not None and getattr(ev, needed) is None:
+        raise InvalidEvent(f"a {etype} event needs `{needed}`")
+    if etype == "auth.token_revoked" and token.fingerprint is None and token.jti is None:
+        raise InvalidEvent("an auth.token_revoked event needs token.fingerprint or token.jti")
+    if etype in ("auth.client_registered", "auth.client_metadata") and not principal.client_id:
+        raise InvalidEvent(f"a {etype} event needs principal.client_id")
+    outcome = ev.outcome
+    if (
+        etype == "auth.token"
+        and outcome is not None
+        and outcome.status == "denied"
+        and outcome.reason is not None
+        and outcome.reason not in DENIED_REASONS
+    ):
+        raise InvalidEvent(
+            f"outcome.reason {outcome.reason!r} is not one of {sorted(DENIED_REASONS)} (use 'other')"
+        )
+    if ev.tools is not None:
+        for i, tool in enumerate(ev.tools):
+            _check_annotations(tool.annotations, f"tools[{i}].annotations")
+    if ev.tool is not None:
+        _check_annotations(ev.tool.annotations, "tool.annotations")
+
+
+def _check_annotations(annotations: dict[str, Any] | None, where: str) -> None:
+    if not annotations:
+        return
+    for hint in ANNOTATION_HINTS:
+        value = annotations.get(hint)
+        if value is not None and not isinstance(value, bool):
+            raise InvalidEvent(f"{where}.{hint} must be a boolean, got {type(value).__name__}")
+
+
+# --------------------------------------------------------------------------
+# The fast view, generated from the models above.
+
+_record_types: dict[type, type] = {}
+
+
+def _convert_annotation(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *meta = typing.get_args(tp)
+        return _with_constraints(_convert_annotation(base), meta)
+    if origin in (Union, types.UnionType):
+        return Union[tuple(_convert_annotation(a) for a in typing.get_args(tp))]  # type: ignore[return-value]
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return list[_convert_annotation(item)]  # type: ignore[misc]
+    if origin is dict:
+        key, value = typing.get_args(tp)
+        return dict[_convert_annotation(key), _convert_annotation(value)]  # type: ignore[misc]
+    if origin is Literal:
+        return tp
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return _record_type_for(tp)
+    if tp is _dt.datetime:
+        return _AwareDatetime
+    if tp in (str, int, float, bool, type(None)) or tp is Any:
+        return tp
+    raise TypeError(f"no msgspec equivalent generated for {tp!r}")
+
+
+def _with_constraints(tp: Any, metadata: list[Any]) -> Any:
+    kwargs: dict[str, Any] = {}
+    for item in metadata:
+        if isinstance(item, annotated_types.MinLen):
+            kwargs["min_length"] = item.min_length
+        elif isinstance(item, annotated_types.Ge):
+            kwargs["ge"] = item.ge
+        elif isinstance(item, BeforeValidator) and item.func is _parse_timestamp:
+            continue  # the msgspec datetime type already is that parser
+        elif type(item).__module__.startswith(("annotated_types", "pydantic")):
+            raise TypeError(f"constraint {item!r} has no generated msgspec equivalent")
+    if not kwargs:
+        return tp
+    if typing.get_origin(tp) is Union:
+        # Optional[X] with a constraint: the constraint belongs to X
+        return Union[tuple(a if a is type(None) else Annotated[a, msgspec.Meta(**kwargs)] for a in typing.get_args(tp))]  # type: ignore[return-value]
+    return Annotated[tp, msgspec.Meta(**kwargs)]
+
+
+def _record_type_for(model: type[BaseModel]) -> type:
+    """A ``msgspec.Struct`` with the fields, defaults and constraints of ``model``."""
+    if model in _record_types:
+        return _record_types[model]
+    fields = []
+    for name, info in model.model_fields.items():
+        annotation = _with_constraints(_convert_annotation(info.annotation), info.metadata)
+        default = info.default if not info.is_required() else msgspec.NODEFAULT
+        fields.append((name, annotation, msgspec.field(default=default, name=info.alias or name)))
+    record = msgspec.defstruct(
+        model.__name__ + "Record",
+        fields,
+        kw_only=True,
+        forbid_unknown_fields=True,
+        omit_defaults=True,
+        module=__name__,
+    )
+    _record_types[model] = record
+    return record
+
+
+EventRecord: Any = _record_type_for(Event)
+"""The msgspec twin of :class:`Event`: what the pipeline passes between stages."""
+
+_decoder = msgspec.json.Decoder(EventRecord)
+_encoder = msgspec.json.Encoder()
+
+
+def decode_event(raw: bytes | str) -> Any:
+    """Decode and validate one event; return an :data:`EventRecord`.
+
+    Raises :class:`InvalidEvent` with a reason naming the field at fault.
+    """
+    try:
+        record = _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        if message.startswith("Object contains unknown field") and " - at `" not in message:
+            record = _decode_with_unknown_fields(raw)
+        else:
+            raise InvalidEvent(_friendly(message)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f"not valid JSON: {exc}") from None
+    check_event(record)
+    return record
+
+
+def _decode_with_unknown_fields(raw: bytes | str) -> Any:
+    data = orjson.loads(raw)
+    return event_from_dict(data)
+
+
+def event_from_dict(data: Any) -> Any:
+    """Validate an already-parsed JSON object; return an :data:`EventRecord`."""
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"an event must be a JSON object, got {type(data).__name__}")
+    data = _move_unknown_into_attributes(data)
+    try:
+        record = msgspec.convert(data, EventRecord)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(_friendly(str(exc))) from None
+    check_event(record)
+    return record
+
+
+def _friendly(message: str) -> str:
+    return message.replace("Object missing required field", "missing required field")
+
+
+def encode_event(record: Any) -> bytes:
+    """The JSON bytes of an :data:`EventRecord` (fields at their default omitted)."""
+    return _encoder.encode(record)
+
+
+def to_builtins(record: Any) -> dict[str, Any]:
+    """An :data:`EventRecord` as plain JSON-like Python values."""
+    return msgspec.to_builtins(record)

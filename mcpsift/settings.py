@@ -1,0 +1,168 @@
+"""Settings: defaults < YAML config file (``--config``) < ``MCPSIFT_*`` environment.
+
+Use :func:`get_settings` (cached per config file); there is no module-level
+settings object, so tests and the CLI can build their own.
+
+Config a user writes is validated strictly: an unknown key, an unknown
+detector / rule id or an unknown threshold stops start-up with
+:class:`ConfigError`, whose message names the offending key and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = ["Settings", "DetectorSettings", "ConfigError", "get_settings", "load_settings"]
+
+
+class ConfigError(ValueError):
+    """Configuration a user wrote is wrong; the message says what and where."""
+
+
+class DetectorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: rule ids to run; ``None`` (the default) runs every registered rule
+    enabled: Optional[list[str]] = None
+    #: rule ids not to run (applied after ``enabled``)
+    disabled: list[str] = Field(default_factory=list)
+    #: per-rule thresholds: ``{rule_id: {parameter: value}}``
+    thresholds: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MCPSIFT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    #: where the embedded store and spools live
+    data_dir: Path = Path(".mcpsift")
+    #: ``chdb:///path`` (embedded, default ``chdb://<data_dir>/clickhouse``) or ``http(s)://user:pass@host:8123``
+    clickhouse_dsn: Optional[str] = None
+    #: ClickHouse database that holds mcpsift's tables
+    database: str = "mcpsift"
+    #: ``mcpsift serve`` binds here
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    #: events up to this many seconds late (by event time) are still processed in order
+    allowed_lateness_s: float = Field(default=30.0, ge=0)
+    #: tenant of events that name none
+    default_tenant: str = "default"
+    #: server name -> canonical resource URI, used to fill ``server.resource`` when a producer only knows the name
+    servers: dict[str, str] = Field(default_factory=dict)
+    #: days the event log keeps events (0 = forever)
+    retention_days: int = Field(default=0, ge=0)
+    #: largest HTTP ingest body accepted, in bytes
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    #: seconds between detector-state checkpoints in ``serve``
+    checkpoint_interval_s: float = Field(default=5.0, gt=0)
+    #: how many recent event ids the pipeline remembers to drop redeliveries
+    dedup_window_events: int = Field(default=200_000, ge=1000)
+    detectors: DetectorSettings = Field(default_factory=DetectorSettings)
+
+    @field_validator("clickhouse_dsn")
+    @classmethod
+    def _dsn_scheme(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.startswith(("chdb://", "http://", "https://")):
+            raise ValueError("must start with chdb://, http:// or https://")
+        return value
+
+    @property
+    def dsn(self) -> str:
+        return self.clickhouse_dsn or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # explicit arguments (command-line flags) > environment > YAML file
+        return (init_settings, env_settings, _YamlSource(settings_cls, _yaml_data.get()))
+
+
+_yaml_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("mcpsift_yaml_data", default={})
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """The parsed config file, handed over by :func:`load_settings`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]):
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(data).__name__}")
+    return data
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from a YAML file, the environment and ``overrides``.
+
+    ``overrides`` (e.g. ``--port`` from the command line) win over both.
+    Raises :class:`ConfigError` naming every unknown or invalid key.
+    """
+    data: dict[str, Any] = {}
+    where = "environment"
+    if config_file is not None:
+        data = _read_yaml(Path(config_file))
+        where = f"config file {config_file}"
+    token = _yaml_data.set(data)
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, where)) from None
+    finally:
+        _yaml_data.reset(token)
+    return settings
+
+
+def _explain(exc: ValidationError, where: str) -> str:
+    known = ", ".join(sorted(Settings.model_fields))
+    lines = [f"invalid settings ({where}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  unknown key '{key}' (known keys: {known})")
+        else:
+            lines.append(f"  {key}: {err['msg']}")
+    return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=8)
+def get_settings(config_file: Optional[str] = None) -> Settings:
+    """The settings for ``config_file`` (cached; ``get_settings.cache_clear()`` in tests)."""
+    return load_settings(config_file)

@@ -1,0 +1,159 @@
+"""The ClickHouse schema, as ordered, versioned migrations.
+
+Each migration is a list of statements with ``{db}`` for the database name.
+They are applied in order at start-up by :meth:`mcpsift.store.Store.migrate`,
+each recorded in ``schema_migrations``; applying them again is a no-op. The
+same SQL runs on chDB and on a ClickHouse server.
+
+Idempotent writes: ``events`` and ``alerts`` are ReplacingMergeTree tables
+whose sorting key ends in the natural id, and every read goes through
+``FINAL`` (see queries in store.py), so a row written twice is one row to
+every query, before and after background merges.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "EVENT_COLUMNS", "ALERT_COLUMNS", "DEAD_LETTER_COLUMNS"]
+
+EVENT_COLUMNS = (
+    "event_id",
+    "time",
+    "type",
+    "tenant",
+    "source_kind",
+    "source_name",
+    "server_name",
+    "server_resource",
+    "principal_subject",
+    "principal_issuer",
+    "client_id",
+    "principal_tenant",
+    "token_fingerprint",
+    "token_jti",
+    "session_id",
+    "client_ip",
+    "user_agent",
+    "outcome_status",
+    "outcome_reason",
+    "tool_name",
+    "payload",
+    "ingest_seq",
+    "received_at",
+)
+
+ALERT_COLUMNS = (
+    "alert_id",
+    "rule_id",
+    "severity",
+    "time",
+    "tenant",
+    "principal_subject",
+    "client_id",
+    "session_id",
+    "token_fingerprint",
+    "server_resource",
+    "event_ids",
+    "title",
+    "description",
+    "score",
+    "attack",
+    "detector",
+    "created_at",
+)
+
+DEAD_LETTER_COLUMNS = ("received_at", "source", "reason", "payload", "position")
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "events, alerts, dead_letter, checkpoints",
+        [
+            """
+            CREATE TABLE IF NOT EXISTS {db}.events
+            (
+                event_id String,
+                time DateTime64(3, 'UTC'),
+                type LowCardinality(String),
+                tenant LowCardinality(String),
+                source_kind LowCardinality(String),
+                source_name String,
+                server_name String,
+                server_resource String,
+                principal_subject String,
+                principal_issuer String,
+                client_id String,
+                principal_tenant String,
+                token_fingerprint String,
+                token_jti String,
+                session_id String,
+                client_ip String,
+                user_agent String,
+                outcome_status LowCardinality(String),
+                outcome_reason LowCardinality(String),
+                tool_name String,
+                payload String CODEC(ZSTD(3)),
+                ingest_seq UInt64,
+                received_at DateTime64(3, 'UTC'),
+                INDEX idx_session session_id TYPE bloom_filter(0.01) GRANULARITY 4,
+                INDEX idx_subject principal_subject TYPE bloom_filter(0.01) GRANULARITY 4,
+                INDEX idx_token token_fingerprint TYPE bloom_filter(0.01) GRANULARITY 4,
+                INDEX idx_client client_id TYPE bloom_filter(0.01) GRANULARITY 4,
+                INDEX idx_event event_id TYPE bloom_filter(0.01) GRANULARITY 4,
+                INDEX idx_seq ingest_seq TYPE minmax GRANULARITY 1
+            )
+            ENGINE = ReplacingMergeTree(ingest_seq)
+            PARTITION BY toDate(time)
+            ORDER BY (tenant, time, event_id)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS {db}.alerts
+            (
+                alert_id String,
+                rule_id LowCardinality(String),
+                severity LowCardinality(String),
+                time DateTime64(3, 'UTC'),
+                tenant LowCardinality(String),
+                principal_subject String,
+                client_id String,
+                session_id String,
+                token_fingerprint String,
+                server_resource String,
+                event_ids Array(String),
+                title String,
+                description String,
+                score Float64,
+                attack Array(String),
+                detector LowCardinality(String),
+                created_at DateTime64(3, 'UTC')
+            )
+            ENGINE = ReplacingMergeTree
+            PARTITION BY toYYYYMM(time)
+            ORDER BY (tenant, alert_id)
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS {db}.dead_letter
+            (
+                received_at DateTime64(3, 'UTC'),
+                source LowCardinality(String),
+                reason String,
+                payload String CODEC(ZSTD(3)),
+                position UInt64
+            )
+            ENGINE = MergeTree
+            PARTITION BY toYYYYMM(received_at)
+            ORDER BY received_at
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS {db}.checkpoints
+            (
+                name String,
+                seq UInt64,
+                snapshot String CODEC(ZSTD(3)),
+                updated_at DateTime64(3, 'UTC')
+            )
+            ENGINE = ReplacingMergeTree(updated_at)
+            ORDER BY name
+            """,
+        ],
+    ),
+]

@@ -1,0 +1,1 @@
+"""The pipeline: stages (validate, enrich, detect), runners and sinks."""

@@ -1,0 +1,111 @@
+"""The detect stage: dispatch each event to the detectors that read its type,
+keep their state per key, expire idle keys, and drop repeated alert ids.
+
+This is the embedded runner's (and ``mcpsift detect``'s) state store: a dict.
+The faust runner calls the same ``Detector.key``/``Detector.step`` with its
+state in a Table instead; no detection logic lives here.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Iterable
+
+from mcpsift.alerts import Alert
+from mcpsift.detectors.base import Detector
+from mcpsift.events import EVENT_TYPES
+
+__all__ = ["DetectStage"]
+
+
+class DetectStage:
+    def __init__(
+        self,
+        detectors: Iterable[Detector],
+        wanted_rules: Iterable[str] | None = None,
+        *,
+        remembered_alerts: int = 100_000,
+        sweep_every: int = 20_000,
+    ):
+        self.detectors = list(detectors)
+        self.wanted_rules = frozenset(wanted_rules) if wanted_rules is not None else None
+        self.by_type: dict[str, list[Detector]] = {
+            etype: [d for d in self.detectors if not d.event_types or etype in d.event_types]
+            for etype in EVENT_TYPES
+        }
+        # detector name -> key -> [state, last event time]
+        self.states: dict[str, dict[str, list[Any]]] = {d.name: {} for d in self.detectors}
+        self._ttl = {d.name: d.state_ttl_s() for d in self.detectors}
+        self.emitted: OrderedDict[str, None] = OrderedDict()
+        self.remembered_alerts = remembered_alerts
+        self.sweep_every = sweep_every
+        self._since_sweep = 0
+        self.events_processed = 0
+
+    def process(self, ev: Any, event_time: float) -> list[Alert]:
+        """Run every subscribed detector on one event (in event-time order)."""
+        out: list[Alert] = []
+        for det in self.by_type[ev.type]:
+            if det.key_kind is None:
+                _, alerts = det.step(None, ev)
+            else:
+                key = det.key(ev)
+                if key is None:
+                    continue
+                table = self.states[det.name]
+                slot = table.get(key)
+                if slot is None:
+                    slot = table[key] = [det.initial_state(), event_time]
+                state, alerts = det.step(slot[0], ev)
+                slot[0] = state
+                if event_time > slot[1]:
+                    slot[1] = event_time
+            if alerts:
+                out.extend(self._new(alerts))
+        self.events_processed += 1
+        self._since_sweep += 1
+        if self._since_sweep >= self.sweep_every:
+            self.expire(event_time)
+        return out
+
+    def _new(self, alerts: list[Alert]) -> list[Alert]:
+        fresh = []
+        for alert in alerts:
+            if self.wanted_rules is not None and alert.rule_id not in self.wanted_rules:
+                continue
+            if alert.alert_id in self.emitted:
+                continue
+            self.emitted[alert.alert_id] = None
+            if len(self.emitted) > self.remembered_alerts:
+                self.emitted.popitem(last=False)
+            fresh.append(alert)
+        return fresh
+
+    def expire(self, now: float) -> int:
+        """Drop keys idle for longer than their detector's TTL (event time). Returns how many."""
+        self._since_sweep = 0
+        dropped = 0
+        for name, table in self.states.items():
+            horizon = now - self._ttl[name]
+            stale = [k for k, slot in table.items() if slot[1] < horizon]
+            for k in stale:
+                del table[k]
+            dropped += len(stale)
+        return dropped
+
+    def state_size(self) -> int:
+        return sum(len(t) for t in self.states.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "states": self.states,
+            "emitted": list(self.emitted),
+            "events_processed": self.events_processed,
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        for name, table in snap.get("states", {}).items():
+            if name in self.states:  # a detector disabled since is simply forgotten
+                self.states[name] = table
+        self.emitted = OrderedDict((a, None) for a in snap.get("emitted", []))
+        self.events_processed = snap.get("events_processed", 0)

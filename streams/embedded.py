@@ -1,0 +1,238 @@
+"""The embedded runner: one process, ClickHouse in-process, no Kafka.
+
+Data flow and the durability rule:
+
+1. :meth:`EmbeddedRunner.ingest` validates and enriches a batch, appends the
+   valid events to the ``events`` table (each with a new ``ingest_seq``) and
+   the invalid ones to ``dead_letter``, *then* hands the events to the
+   detection thread. The HTTP 202 is sent after that append: an accepted
+   event is durable.
+2. The detection thread pushes events through the pipeline (reorder by event
+   time within the allowed lateness, detect) and writes alerts.
+3. Every ``checkpoint_interval_s`` it flushes the alert sink and then saves a
+   checkpoint: the ``ingest_seq`` of the last event it took, and a snapshot of
+   the pipeline (detector state, events still in the reorder buffer, recent
+   event ids).
+4. At start, :meth:`EmbeddedRunner.recover` restores the last checkpoint and
+   replays every stored event with a higher ``ingest_seq``: after a crash
+   (``kill -9``) nothing accepted is lost, and because alert ids are
+   deterministic and the alerts table is idempotent, nothing alerts twice.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import msgspec
+
+from mcpsift.events import EventRecord, InvalidEvent, encode_event
+from mcpsift.settings import Settings
+from mcpsift.store import Store, event_row
+
+from .pipeline import Pipeline
+from .sinks import AlertSink, DeadLetterSink, EventSink
+
+__all__ = ["EmbeddedRunner", "Verdict", "CHECKPOINT_NAME"]
+
+log = logging.getLogger("mcpsift.embedded")
+
+CHECKPOINT_NAME = "embedded"
+_UTC = _dt.timezone.utc
+_STOP = object()
+
+
+@dataclass
+class Verdict:
+    index: int
+    status: str  # "accepted" | "rejected"
+    event_id: Optional[str] = None
+    reason: Optional[str] = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"index": self.index, "status": self.status}
+        if self.event_id is not None:
+            d["event_id"] = self.event_id
+        if self.reason is not None:
+            d["reason"] = self.reason
+        return d
+
+
+def _event_id_of(raw: bytes) -> Optional[str]:
+    """Best-effort event_id of an invalid event, for its verdict."""
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    value = data.get("event_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+class EmbeddedRunner:
+    def __init__(self, settings: Settings, store: Store, *, queue_batches: int = 64):
+        self.settings = settings
+        self.store = store
+        self.pipeline = Pipeline(settings)
+        self._ingest_lock = threading.Lock()
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=queue_batches)
+        self._events = EventSink(store, max_batch=1_000_000)
+        self._dead = DeadLetterSink(store, max_batch=1_000_000)
+        self._alerts = AlertSink(store)
+        self.ingest_seq = 0
+        self.taken_seq = 0  # last ingest_seq pushed into the pipeline
+        self.checkpoint_seq = 0
+        self.alerts_written = 0
+        self.accepted = 0
+        self.rejected = 0
+        self._thread: Optional[threading.Thread] = None
+        self._last_checkpoint = time.monotonic()
+        self.error: Optional[str] = None
+
+    # -- start-up --------------------------------------------------------
+
+    def recover(self, on_progress: Optional[Callable[[int], None]] = None) -> int:
+        """Restore the last checkpoint and replay later events; returns how many were replayed."""
+        self.ingest_seq = self.store.max_ingest_seq()
+        saved = self.store.load_checkpoint(CHECKPOINT_NAME)
+        if saved is not None:
+            self.checkpoint_seq, snapshot = saved
+            self.pipeline.restore(snapshot)
+        self.taken_seq = self.checkpoint_seq
+        replayed = 0
+        decoder = msgspec.json.Decoder(EventRecord)
+        for seq, payload in self.store.iter_payloads_after(self.checkpoint_seq):
+            # stored payloads were validated and enriched on the way in
+            self.pipeline.push(decoder.decode(payload), time.time())
+            self.taken_seq = seq
+            replayed += 1
+            if replayed % 5_000 == 0:
+                self._collect(time.time())
+                if on_progress is not None:
+                    on_progress(replayed)
+        self._collect(time.time())
+        self.checkpoint()
+        return replayed
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="mcpsift-detect", daemon=True)
+        self._thread.start()
+
+    # -- ingest (called from request handlers, any thread) ----------------
+
+    def ingest(self, items: Sequence[bytes], source: str = "http") -> list[Verdict]:
+        """Validate, durably store and queue a batch; one verdict per item."""
+        verdicts: list[Verdict] = []
+        valid: list[tuple[Any, bytes]] = []
+        invalid: list[tuple[str, str, bytes, int]] = []
+        validate = self.pipeline.validate
+        for index, raw in enumerate(items):
+            try:
+                ev = validate(raw)
+            except InvalidEvent as exc:
+                reason = str(exc)
+                invalid.append((source, reason, raw, index))
+                verdicts.append(Verdict(index, "rejected", _event_id_of(raw), reason))
+                continue
+            valid.append((ev, encode_event(ev)))
+            verdicts.append(Verdict(index, "accepted", ev.event_id))
+        with self._ingest_lock:
+            now = _dt.datetime.now(_UTC)
+            seq = self.ingest_seq
+            batch = []
+            for ev, payload in valid:
+                seq += 1
+                self._events.add(event_row(ev, payload, seq, now))
+                batch.append((seq, ev))
+            for item in invalid:
+                self._dead.add(item)
+            # durable before anyone is told "accepted"; on failure nothing is queued
+            try:
+                self._events.flush()
+            except Exception:
+                self._events._items.clear()
+                raise
+            self._dead.flush()
+            self.ingest_seq = seq
+            if batch:
+                self._queue.put(batch)  # blocks when detection lags: backpressure
+        self.accepted += len(valid)
+        self.rejected += len(invalid)
+        return verdicts
+
+    def dead_letter(self, source: str, reason: str, raw: bytes) -> None:
+        """Keep an input that could not even be split into events (e.g. a broken body)."""
+        with self._ingest_lock:
+            self._dead.add((source, reason, raw, 0))
+            self._dead.flush()
+        self.rejected += 1
+
+    # -- detection thread -------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.25)
+            except queue.Empty:
+                item = None
+            try:
+                if item is _STOP:
+                    self._collect(time.time())
+                    self.checkpoint()
+                    return
+                if item is not None:
+                    wall = time.time()
+                    push = self.pipeline.push
+                    for seq, ev in item:
+                        push(ev, wall)
+                        self.taken_seq = seq
+                self._collect(time.time())
+                if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
+                    self.checkpoint()
+                self.error = None
+            except Exception as exc:  # the store may be briefly unavailable: retry, never die
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.exception("detection loop error; retrying in 1 s")
+                time.sleep(1.0)
+
+    def _collect(self, wall_now: float) -> None:
+        for alert in self.pipeline.release(wall_now):
+            self._alerts.add(alert)
+        self.alerts_written += self._alerts.flush()
+
+    def checkpoint(self) -> None:
+        """Flush alerts, then record how far detection got (sinks first: at-least-once)."""
+        self.alerts_written += self._alerts.flush()
+        self.store.save_checkpoint(CHECKPOINT_NAME, self.taken_seq, self.pipeline.snapshot())
+        self.checkpoint_seq = self.taken_seq
+        self._last_checkpoint = time.monotonic()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Drain queued events through detection, flush, checkpoint."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+
+    # -- status -----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "ingest_seq": self.ingest_seq,
+            "detected_seq": self.taken_seq,
+            "checkpoint_seq": self.checkpoint_seq,
+            "queued_batches": self._queue.qsize(),
+            "reorder_buffer_events": len(self.pipeline.buffer),
+            "detector_state_keys": self.pipeline.detect.state_size(),
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "alerts_written": self.alerts_written,
+            "late_events": self.pipeline.buffer.late_events,
+            "duplicates": self.pipeline.duplicates,
+            "error": self.error,
+        }
