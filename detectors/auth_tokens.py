@@ -81,7 +81,12 @@ class TokenReuseAcrossAudiences(Detector):
     Params = TokenReuseParams
 
     def key(self, ev: Any) -> Optional[str]:
-        if ev.server is None or not (ev.server.resource or ev.server.name):
+        # spec: "distinct server.resource values". An event that names its server
+        # only by name cannot be told apart from (or matched to) a resource URI:
+        # counting "name:<n>" as a resource made one server look like two when one
+        # producer sent the resource and another only the name. Name-only
+        # producers get a resource from settings.servers in the enrich stage.
+        if ev.server is None or not ev.server.resource:
             return None
         return token_key(ev)
 
@@ -100,8 +105,7 @@ class TokenReuseAcrossAudiences(Detector):
         return {"uses": {}}
 
     def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
-        server = ev.server
-        resource = normalize_resource(server.resource) if server.resource else f"name:{server.name}"
+        resource = normalize_resource(ev.server.resource)
         now = ts(ev.time)
         window = self._window(ev)
         uses: dict[str, list[Any]] = state["uses"]
