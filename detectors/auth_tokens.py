@@ -72,13 +72,23 @@ class TokenReuseParams(Params):
 
 
 class TokenReuseAcrossAudiences(Detector):
-    """One token presented to two or more distinct servers within its lifetime."""
+    """One token presented to two or more distinct servers within its lifetime.
+
+    "The same token" is the same fingerprint *or* the same issuer+jti (two
+    gateways with different fingerprint keys still agree on the jti; a producer
+    that cannot read the jti still agrees on the fingerprint). One state key
+    cannot hold both identities, so the state is keyed by the token's subject
+    (tokens of one subject are few at a time) and each use records both; an
+    event with no subject falls back to the token's own key.
+    """
 
     rule_ids = ("auth.token_reuse_across_audiences",)
     severities = {"auth.token_reuse_across_audiences": "high"}
     event_types = frozenset({"auth.token"})
-    key_kind = "token"
+    key_kind = "principal"
     Params = TokenReuseParams
+    #: uses remembered per key; the oldest go first (bounds a busy service account)
+    max_uses = 512
 
     def key(self, ev: Any) -> Optional[str]:
         # spec: "distinct server.resource values". An event that names its server
@@ -86,8 +96,11 @@ class TokenReuseAcrossAudiences(Detector):
         # counting "name:<n>" as a resource made one server look like two when one
         # producer sent the resource and another only the name. Name-only
         # producers get a resource from settings.servers in the enrich stage.
-        if ev.server is None or not ev.server.resource:
+        if ev.server is None or not ev.server.resource or ev.token is None:
             return None
+        subject = ev.principal.subject if ev.principal is not None else None
+        if subject:
+            return f"{ev.tenant}|sub|{_issuer(ev)}|{subject}"
         return token_key(ev)
 
     def state_ttl_s(self) -> float:
@@ -101,43 +114,63 @@ class TokenReuseAcrossAudiences(Detector):
         return self.params.default_window_s
 
     def initial_state(self) -> Any:
-        # {"uses": {resource: [time, event_id]}}
-        return {"uses": {}}
+        # uses: [[fingerprint, "issuer|jti", resource, last time, first event id, window], ...]
+        return {"uses": []}
 
     def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
         resource = normalize_resource(ev.server.resource)
         now = ts(ev.time)
-        window = self._window(ev)
-        uses: dict[str, list[Any]] = state["uses"]
-        for other in [r for r, (t, _) in uses.items() if now - t > window]:
-            del uses[other]
+        token = ev.token
+        fingerprint = token.fingerprint or ""
+        jti = f"{_issuer(ev)}|{token.jti}" if token.jti else ""
+        uses: list[list[Any]] = [u for u in state["uses"] if now - u[3] <= u[5]]
         alerts: list[Alert] = []
-        previous = uses.get(resource)
-        if previous is None:
-            for other, (t, other_event) in sorted(uses.items()):
-                if abs(now - t) > window:
-                    continue
-                pair = sorted((other, resource))
-                alerts.append(
-                    self.alert(
-                        "auth.token_reuse_across_audiences",
-                        ev,
-                        identity=(token_key(ev), *pair),
-                        title="One token presented to several MCP servers",
-                        description=(
-                            f"Token {_token_label(ev)} of {ev.principal.subject if ev.principal and ev.principal.subject else 'an unknown subject'} "
-                            f"was presented to {other} and then to {resource} "
-                            f"({abs(now - t):.0f} s apart, outcome at {resource}: "
-                            f"{ev.outcome.status if ev.outcome else 'unknown'}): a token minted for one server replayed at another."
-                        ),
-                        event_ids=[other_event, ev.event_id],
-                        attack=["T1550.001"],
-                    )
+        mine = None
+        reported: set[str] = set()
+        for use in uses:
+            same_token = (fingerprint and use[0] == fingerprint) or (jti and use[1] == jti)
+            if not same_token:
+                continue
+            if use[2] == resource:
+                mine = use
+                continue
+            if use[2] in reported or abs(now - use[3]) > max(use[5], self._window(ev)):
+                continue
+            reported.add(use[2])
+            pair = sorted((use[2], resource))
+            alerts.append(
+                self.alert(
+                    "auth.token_reuse_across_audiences",
+                    ev,
+                    identity=(use[0] or use[1], *pair),
+                    title="One token presented to several MCP servers",
+                    description=(
+                        f"Token {_token_label(ev)} of "
+                        f"{ev.principal.subject if ev.principal and ev.principal.subject else 'an unknown subject'} "
+                        f"was presented to {use[2]} and then to {resource} "
+                        f"({abs(now - use[3]):.0f} s apart, outcome at {resource}: "
+                        f"{ev.outcome.status if ev.outcome else 'unknown'}): "
+                        f"a token minted for one server replayed at another."
+                    ),
+                    event_ids=[use[4], ev.event_id],
+                    attack=["T1550.001"],
                 )
-            uses[resource] = [now, ev.event_id]
-        elif now > previous[0]:
-            previous[0] = now  # keep the latest use, first event as evidence
+            )
+        if mine is None:
+            uses.append([fingerprint, jti, resource, now, ev.event_id, self._window(ev)])
+            if len(uses) > self.max_uses:
+                del uses[0]
+        else:
+            # the latest use keeps the entry alive; the first event stays the evidence
+            mine[3] = max(mine[3], now)
+            mine[0] = mine[0] or fingerprint
+            mine[1] = mine[1] or jti
+        state["uses"] = uses
         return state, alerts
+
+
+def _issuer(ev: Any) -> str:
+    return ev.token.issuer or (ev.principal.issuer if ev.principal is not None else None) or ""
 
 
 class ExpiredTokenParams(Params):
