@@ -41,25 +41,40 @@ class DetectStage:
         self.sweep_every = sweep_every
         self._since_sweep = 0
         self.events_processed = 0
+        self._build_plan()
+
+    def _build_plan(self) -> None:
+        # per event type: (step, key function or None, state table, initial state)
+        # bound once, because this loop runs for every event
+        self._plan = {
+            etype: [
+                (
+                    d.step,
+                    None if d.key_kind is None else d.key,
+                    self.states[d.name],
+                    d.initial_state,
+                )
+                for d in dets
+            ]
+            for etype, dets in self.by_type.items()
+        }
 
     def process(self, ev: Any, event_time: float) -> list[Alert]:
         """Run every subscribed detector on one event (in event-time order)."""
         out: list[Alert] = []
-        for det in self.by_type[ev.type]:
-            if det.key_kind is None:
-                _, alerts = det.step(None, ev)
+        for step, key_of, table, initial in self._plan[ev.type]:
+            if key_of is None:
+                _, alerts = step(None, ev)
             else:
-                key = det.key(ev)
+                key = key_of(ev)
                 if key is None:
                     continue
-                table = self.states[det.name]
                 slot = table.get(key)
                 if slot is None:
-                    slot = table[key] = [det.initial_state(), event_time]
-                state, alerts = det.step(slot[0], ev)
-                slot[0] = state
-                if event_time > slot[1]:
+                    slot = table[key] = [initial(), event_time]
+                elif event_time > slot[1]:
                     slot[1] = event_time
+                slot[0], alerts = step(slot[0], ev)
             if alerts:
                 out.extend(self._new(alerts))
         self.events_processed += 1
@@ -109,3 +124,4 @@ class DetectStage:
                 self.states[name] = table
         self.emitted = OrderedDict((a, None) for a in snap.get("emitted", []))
         self.events_processed = snap.get("events_processed", 0)
+        self._build_plan()

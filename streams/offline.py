@@ -65,18 +65,18 @@ def detect_lines(
 
     number = 0
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
         try:
             ev = validate(line)
         except InvalidEvent as exc:
+            if not line.strip():
+                continue  # blank lines are not events (checked only here: strip copies the line)
             report.invalid += 1
             if on_invalid is not None:
                 on_invalid(number, str(exc))
             continue
         report.events += 1
         push(ev)
-        if len(pipeline.buffer) > 64:
+        if number % 256 == 0:  # releasing per event costs more than the detectors
             found = pipeline.release()
             if found:
                 emit(found)

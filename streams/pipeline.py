@@ -13,7 +13,7 @@ finite input.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 from typing import Any, Optional
 
 import msgspec
@@ -38,8 +38,10 @@ class Pipeline:
         self.enricher = Enricher(settings.default_tenant, settings.servers)
         self.detect = DetectStage(detectors, wanted)
         self.buffer = ReorderBuffer(settings.allowed_lateness_s)
-        self.seen: OrderedDict[str, None] = OrderedDict()
+        # recent event ids: a set to look up, a bounded deque to forget the oldest
         self.dedup_window = settings.dedup_window_events
+        self.seen: set[str] = set()
+        self._seen_order: deque[str] = deque()
         self.duplicates = 0
 
     # -- stages ------------------------------------------------------------
@@ -51,12 +53,15 @@ class Pipeline:
     def push(self, ev: Any, wall_now: Optional[float] = None) -> bool:
         """Queue a valid event for detection; False when it is a redelivery (same event_id)."""
         event_id = ev.event_id
-        if event_id in self.seen:
+        seen = self.seen
+        if event_id in seen:
             self.duplicates += 1
             return False
-        self.seen[event_id] = None
-        if len(self.seen) > self.dedup_window:
-            self.seen.popitem(last=False)
+        seen.add(event_id)
+        order = self._seen_order
+        order.append(event_id)
+        if len(order) > self.dedup_window:
+            seen.discard(order.popleft())
         self.buffer.push(ev.time.timestamp(), ev, wall_now)
         return True
 
@@ -68,11 +73,11 @@ class Pipeline:
         """Detect on everything buffered (end of input)."""
         return self._run(self.buffer.drain())
 
-    def _run(self, events: list[Any]) -> list[Alert]:
+    def _run(self, ready: list[tuple[float, int, Any]]) -> list[Alert]:
         alerts: list[Alert] = []
         process = self.detect.process
-        for ev in events:
-            found = process(ev, ev.time.timestamp())
+        for event_time, _, ev in ready:
+            found = process(ev, event_time)
             if found:
                 alerts.extend(found)
         return alerts
@@ -85,7 +90,7 @@ class Pipeline:
             {
                 "detect": self.detect.snapshot(),
                 "buffer": [encode_event(ev).decode("utf-8") for _, ev in self.buffer.items()],
-                "seen": list(self.seen),
+                "seen": list(self._seen_order),
                 "max_time": self.buffer.max_time if self.buffer.max_time != float("-inf") else None,
                 "released_until": self.buffer.released_until
                 if self.buffer.released_until != float("-inf")
@@ -96,7 +101,8 @@ class Pipeline:
     def restore(self, blob: bytes) -> None:
         snap = msgspec.json.decode(blob)
         self.detect.restore(snap["detect"])
-        self.seen = OrderedDict((i, None) for i in snap.get("seen", []))
+        self._seen_order = deque(snap.get("seen", []))
+        self.seen = set(self._seen_order)
         for raw in snap.get("buffer", []):
             ev = msgspec.json.decode(raw, type=EventRecord)
             self.buffer.push(ev.time.timestamp(), ev)
