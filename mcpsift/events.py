@@ -254,31 +254,71 @@ class Event(_Part):
         return self
 
 
-_EVENT_FIELD_NAMES = frozenset(
-    (f.alias or name) for name, f in Event.model_fields.items()
-)
+def _layout(model: type[BaseModel]) -> dict[str, Any]:
+    """JSON name -> nested layout (a dict), ``[layout]`` for a list of models, or None."""
+    layout: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        inner = info.annotation
+        args = [a for a in typing.get_args(inner) if a is not type(None)] or [inner]
+        target = args[0]
+        sub = None
+        if isinstance(target, type) and issubclass(target, BaseModel):
+            sub = _layout(target)
+        elif typing.get_origin(target) is list:
+            (item,) = typing.get_args(target)
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                sub = [_layout(item)]
+        layout[info.alias or name] = sub
+    return layout
+
+
+_EVENT_LAYOUT = _layout(Event)
+_EVENT_FIELD_NAMES = frozenset(_EVENT_LAYOUT)
+
+
+def _relocate(data: dict[str, Any], layout: dict[str, Any], prefix: str, extras: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if key not in layout:
+            extras[prefix + key] = value
+            continue
+        sub = layout[key]
+        if isinstance(sub, dict) and isinstance(value, dict):
+            value = _relocate(value, sub, f"{prefix}{key}.", extras)
+        elif isinstance(sub, list) and isinstance(value, list):
+            value = [
+                _relocate(item, sub[0], f"{prefix}{key}[{i}].", extras) if isinstance(item, dict) else item
+                for i, item in enumerate(value)
+            ]
+        out[key] = value
+    return out
 
 
 def _move_unknown_into_attributes(data: dict[str, Any]) -> dict[str, Any]:
-    """spec: unknown top-level fields are kept in ``attributes``, not rejected."""
-    unknown = [k for k in data if k not in _EVENT_FIELD_NAMES]
-    if not unknown:
+    """Unknown fields are kept in ``attributes``, not rejected (spec/events.md).
+
+    A top-level field keeps its name; one inside an envelope or payload object
+    is kept under its dotted path (``server.region``, ``tools[1].title``).
+    Free-form objects (``attributes``, ``tool.arguments``, ``input_schema``,
+    ``annotations``) are left as they are.
+    """
+    extras: dict[str, Any] = {}
+    relocated = _relocate(data, _EVENT_LAYOUT, "", extras)
+    if not extras:
         return data
-    data = dict(data)
-    attributes = data.get("attributes")
+    attributes = relocated.get("attributes")
     if attributes is None:
         attributes = {}
     elif isinstance(attributes, dict):
         attributes = dict(attributes)
     else:
-        return data  # the type error on ``attributes`` is reported as such
-    for key in unknown:
-        value = data.pop(key)
-        # a value already in attributes under that name wins; the top-level
-        # one is kept under a prefixed name rather than lost
+        return relocated  # the type error on ``attributes`` is reported as such
+    for key, value in extras.items():
+        # a value already in attributes under that name wins; the other one is
+        # kept under a prefixed name rather than lost
         attributes[key if key not in attributes else f"toplevel.{key}"] = value
-    data["attributes"] = attributes
-    return data
+    relocated["attributes"] = attributes
+    return relocated
 
 
 # --------------------------------------------------------------------------

@@ -256,7 +256,7 @@ def test_python_field_name_of_schema_is_an_unknown_field() -> None:
 
 
 @pytest.mark.parametrize("part", ["source", "server", "principal", "token", "session", "network", "outcome", "trace", "tool", "tool.result", "tools.0", "resource", "prompt"])
-def test_unknown_nested_field_is_rejected(part: str) -> None:
+def test_unknown_nested_field_is_kept_in_attributes_under_its_path(part: str) -> None:
     etype = {"tools.0": "mcp.tools_list", "resource": "mcp.resource_read", "prompt": "mcp.prompt_get"}.get(part, "mcp.tool_call")
     ex = example(etype)
     ex.setdefault("trace", {})
@@ -265,7 +265,9 @@ def test_unknown_nested_field_is_rejected(part: str) -> None:
     for key in part.split("."):
         obj = obj[int(key)] if isinstance(obj, list) else obj[key]
     obj["bogus_field"] = 1
-    assert_rejected_naming(ex, "bogus_field")
+    record, model = accept_both(ex)
+    path = part.replace(".0", "[0]") + ".bogus_field"
+    assert record.attributes[path] == model.attributes[path] == 1
 
 
 def test_unknown_members_inside_free_form_objects_are_kept() -> None:
@@ -741,12 +743,14 @@ def test_nesting_agrees_below_200_and_far_beyond(make: Any) -> None:
     assert _verdicts(make(3000).decode()) == (False, False)
 
 
-@pytest.mark.xfail(strict=True, reason="known: pydantic's JSON parser refuses values nested in more than 200 "
-                   "arrays/objects (a parser limit, not in spec/events.md); the fast path reads them")
 @pytest.mark.parametrize("make", DEEP, ids=DEEP_IDS)
-def test_nesting_between_200_and_the_recursion_limit_agrees(make: Any) -> None:
-    fast, slow = _verdicts(make(250))
-    assert fast == slow
+def test_nesting_between_200_and_the_recursion_limit_is_accepted_like_the_model(make: Any) -> None:
+    # pydantic's own JSON *parser* stops at 200 levels; that is a parser limit,
+    # not the model's: validating the parsed object, the model accepts, and so
+    # does the fast path (spec/events.md sets no depth limit)
+    raw = make(250)
+    decode_event(raw)
+    Event.model_validate(msgspec.json.decode(raw))
 
 
 @pytest.mark.parametrize(
@@ -769,11 +773,13 @@ def test_duplicate_keys_resolve_like_pydantic(raw: bytes) -> None:
         accept_both(raw)
 
 
-@pytest.mark.xfail(strict=True, reason="known: pydantic's JSON parser reads NaN/Infinity literals and 1e400 as "
-                   "non-finite floats; msgspec (correctly for JSON) rejects them")
 @pytest.mark.parametrize(
     "raw",
     [LINE.replace(b"38.2", b"1e400"), LINE[:-1] + b', "extra": NaN}', LINE[:-1] + b', "extra": -Infinity}'],
+    ids=["overflow", "nan", "infinity"],
 )
-def test_non_finite_numbers_get_the_same_verdict(raw: bytes) -> None:
-    assert _verdicts(raw)[0] == _verdicts(raw)[1]
+def test_non_json_numbers_are_rejected_with_a_reason(raw: bytes) -> None:
+    # NaN, Infinity and out-of-range numbers are not JSON (RFC 8259); pydantic's
+    # lenient parser reads them, the pipeline refuses them as invalid JSON
+    with pytest.raises(InvalidEvent, match="JSON|number|range"):
+        decode_event(raw)
