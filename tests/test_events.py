@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -18,6 +17,7 @@ import pydantic
 import pytest
 
 from mcpsift import canonical
+from tests.helpers.event_views import EXAMPLES, EXAMPLES_PATH, model_view, normalise_timestamps, record_view, tagged
 from mcpsift.events import (
     DENIED_REASONS,
     EVENT_TYPES,
@@ -29,14 +29,11 @@ from mcpsift.events import (
     event_from_dict,
 )
 
-EXAMPLES_PATH = Path("/work/shared/spec/examples.jsonl")
 EXAMPLE_LINES: list[bytes] = [line for line in EXAMPLES_PATH.read_bytes().splitlines() if line.strip()]
-EXAMPLES: list[dict[str, Any]] = [json.loads(line) for line in EXAMPLE_LINES]
 BY_TYPE: dict[str, dict[str, Any]] = {}
 for _ex in EXAMPLES:
     BY_TYPE.setdefault(_ex["type"], _ex)
 
-TIMESTAMP_PATHS = (("time",), ("token", "issued_at"), ("token", "expires_at"))
 
 
 # --------------------------------------------------------------------------
@@ -46,57 +43,6 @@ TIMESTAMP_PATHS = (("time",), ("token", "issued_at"), ("token", "expires_at"))
 def example(etype: str = "mcp.tool_call") -> dict[str, Any]:
     """A deep copy of the first example of ``etype``."""
     return copy.deepcopy(BY_TYPE[etype])
-
-
-def drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [drop_none(v) for v in value]
-    return value
-
-
-def _normalise_timestamps(doc: dict[str, Any]) -> dict[str, Any]:
-    for path in TIMESTAMP_PATHS:
-        obj: Any = doc
-        for key in path[:-1]:
-            obj = obj.get(key) if isinstance(obj, dict) else None
-        if isinstance(obj, dict) and isinstance(obj.get(path[-1]), str):
-            obj[path[-1]] = dt.datetime.fromisoformat(obj[path[-1]]).isoformat()
-    return doc
-
-
-_RECORD_TOP_DEFAULTS = {
-    f.encode_name: f.default
-    for f in msgspec.structs.fields(EventRecord)
-    if f.default is not msgspec.NODEFAULT and f.default is not None
-}
-
-
-def record_view(record: Any) -> dict[str, Any]:
-    """An EventRecord as plain JSON values, comparable with :func:`model_view`.
-
-    ``EventRecord`` omits fields at their default (``tenant: "default"``) when
-    converted; those are filled back in, since the decoded value is the same.
-    """
-    doc = drop_none(msgspec.to_builtins(record))
-    for key, default in _RECORD_TOP_DEFAULTS.items():
-        doc.setdefault(key, default)
-    return _normalise_timestamps(doc)
-
-
-def model_view(model: Event) -> dict[str, Any]:
-    doc = drop_none(model.model_dump(mode="json", by_alias=True, exclude_none=True))
-    return _normalise_timestamps(doc)
-
-
-def tagged(value: Any) -> Any:
-    """``value`` with every scalar tagged by its type, so 1, 1.0 and True differ."""
-    if isinstance(value, dict):
-        return ("dict", sorted((k, tagged(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return ("list", [tagged(v) for v in value])
-    return (type(value).__name__, value)
 
 
 def as_bytes(doc: Any) -> bytes:
@@ -162,7 +108,7 @@ def test_example_decodes_equal_on_both_paths(line: bytes) -> None:
     assert isinstance(record, EventRecord)
     assert tagged(record_view(record)) == tagged(model_view(model))
     # and both equal the document itself, apart from timestamp spelling
-    assert tagged(record_view(record)) == tagged(_normalise_timestamps(json.loads(line)))
+    assert tagged(record_view(record)) == tagged(normalise_timestamps(json.loads(line)))
 
 
 @pytest.mark.parametrize("line", EXAMPLE_LINES)

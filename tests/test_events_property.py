@@ -13,18 +13,16 @@ Deterministic: derandomized, no example database.
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import json
 import random
-from pathlib import Path
 from typing import Any
 
-import msgspec
 import pydantic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mcpsift import canonical
+from tests.helpers.event_views import EXAMPLES, TIMESTAMP_PATHS, model_view, record_view, tagged
 from mcpsift.events import (
     DENIED_REASONS,
     EVENT_TYPES,
@@ -42,58 +40,6 @@ SETTINGS = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-EXAMPLES_PATH = Path("/work/shared/spec/examples.jsonl")
-EXAMPLES: list[dict[str, Any]] = [json.loads(line) for line in EXAMPLES_PATH.read_text().splitlines() if line.strip()]
-TIMESTAMP_PATHS = (("time",), ("token", "issued_at"), ("token", "expires_at"))
-
-# --------------------------------------------------------------------------
-# normalised views of both results (same rules as tests/test_events.py)
-
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
-    return value
-
-
-def _normalise_timestamps(doc: dict[str, Any]) -> dict[str, Any]:
-    for path in TIMESTAMP_PATHS:
-        obj: Any = doc
-        for key in path[:-1]:
-            obj = obj.get(key) if isinstance(obj, dict) else None
-        if isinstance(obj, dict) and isinstance(obj.get(path[-1]), str):
-            obj[path[-1]] = dt.datetime.fromisoformat(obj[path[-1]]).isoformat()
-    return doc
-
-
-_RECORD_TOP_DEFAULTS = {
-    f.encode_name: f.default
-    for f in msgspec.structs.fields(EventRecord)
-    if f.default is not msgspec.NODEFAULT and f.default is not None
-}
-
-
-def record_view(record: Any) -> dict[str, Any]:
-    doc = _drop_none(msgspec.to_builtins(record))
-    for key, default in _RECORD_TOP_DEFAULTS.items():  # omit_defaults drops tenant="default"
-        doc.setdefault(key, default)
-    return _normalise_timestamps(doc)
-
-
-def model_view(model: Event) -> dict[str, Any]:
-    return _normalise_timestamps(_drop_none(model.model_dump(mode="json", by_alias=True, exclude_none=True)))
-
-
-def tagged(value: Any) -> Any:
-    """``value`` with scalars tagged by type, so 1, 1.0 and True stay distinct."""
-    if isinstance(value, dict):
-        return ("dict", sorted((k, tagged(v)) for k, v in value.items()))
-    if isinstance(value, list):
-        return ("list", [tagged(v) for v in value])
-    return (type(value).__name__, value)
 
 
 # --------------------------------------------------------------------------
