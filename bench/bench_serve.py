@@ -43,6 +43,11 @@ except ImportError:  # installed as mcpsift.bench
 __all__ = ["run", "main"]
 
 BATCH = 1_000
+SOAK_EPOCH = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+
+def _iso(epoch_s: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
 
 
 def _free_port() -> int:
@@ -152,10 +157,9 @@ def run(n: int = 100_000, soak_seconds: float = 0.0, seed: int = 7, progress: bo
             with httpx.Client(timeout=120) as client:
                 while time.monotonic() - started < soak_seconds:
                     round_no += 1
-                    # fresh ids and later event times each round, so state expiry has work to do
-                    day = 20 + round_no // 4
-                    hour = (round_no % 4) * 6
-                    start = f"2026-{11 + (day - 1) // 30:02d}-{(day - 1) % 30 + 1:02d}T{hour:02d}:00:00Z"
+                    # fresh ids and event times 6 h later each round (still in the past),
+                    # so per-key state expiry has work to do
+                    start = _iso(SOAK_EPOCH + round_no * 6 * 3600)
                     soaked += _post_all(client, url, _batches(20_000, seed + round_no, start))
                     samples.append((round(time.monotonic() - started, 1), round(_rss_mib(proc.pid), 1)))
                     if progress:

@@ -14,11 +14,10 @@ from pydantic import Field
 from mcpsift.alerts import Alert
 from mcpsift.uris import normalize_resource
 
-from .base import Detector, Params, token_key, ts
+from .base import NO_ALERTS, Detector, Params, token_key, ts
 
 __all__ = ["AudienceMismatch", "TokenReuseAcrossAudiences", "ExpiredTokenAccepted"]
 
-_NO_ALERTS: list[Alert] = []
 
 
 def _accepted_token(ev: Any) -> bool:
@@ -42,14 +41,14 @@ class AudienceMismatch(Detector):
 
     def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
         if not _accepted_token(ev) or ev.server is None or not ev.server.resource:
-            return state, _NO_ALERTS
+            return state, NO_ALERTS
         audience = ev.token.audience
         # an absent or empty audience is auth.weak_token_accepted's case
         if not audience:
-            return state, _NO_ALERTS
+            return state, NO_ALERTS
         resource = normalize_resource(ev.server.resource)
         if any(normalize_resource(a) == resource for a in audience):
-            return state, _NO_ALERTS
+            return state, NO_ALERTS
         return state, [
             self.alert(
                 "auth.audience_mismatch",
@@ -189,10 +188,10 @@ class ExpiredTokenAccepted(Detector):
 
     def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
         if not _accepted_token(ev) or ev.token.expires_at is None:
-            return state, _NO_ALERTS
+            return state, NO_ALERTS
         late = (ev.time - ev.token.expires_at).total_seconds()
         if late <= self.params.skew_s:
-            return state, _NO_ALERTS
+            return state, NO_ALERTS
         where = ev.server.resource or ev.server.name if ev.server is not None else None
         return state, [
             self.alert(

@@ -27,12 +27,16 @@ __all__ = [
     "Detector",
     "Params",
     "KEY_KINDS",
+    "NO_ALERTS",
     "token_key",
     "session_key",
     "server_key",
     "server_label",
     "ts",
 ]
+
+#: what a step returns when it found nothing (shared: steps run per event)
+NO_ALERTS: list[Alert] = []
 
 #: the entities a detector's state may be keyed by (ARCHITECTURE.md)
 KEY_KINDS = ("token", "session", "principal", "client", "server", "tenant")

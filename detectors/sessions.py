@@ -8,7 +8,7 @@ from pydantic import Field
 
 from mcpsift.alerts import Alert
 
-from .base import Detector, Params, session_key
+from .base import NO_ALERTS, Detector, Params, session_key
 
 __all__ = ["SessionHijack"]
 
@@ -39,11 +39,19 @@ class SessionHijack(Detector):
         return {"subjects": {}, "fps": {}, "net": None}
 
     def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
-        alerts: list[Alert] = []
-        session_id = ev.session.id
         principal = ev.principal
         subject = principal.subject if principal is not None else None
         token = ev.token
+        network = ev.network
+        # the common case: a known subject, no token news, the same ip and user agent
+        if subject is not None and subject in state["subjects"] and (token is None or not token.fingerprint):
+            last = state["net"]
+            if network is None or not (network.client_ip and network.user_agent):
+                return state, NO_ALERTS
+            if last is not None and last[0] == network.client_ip and last[1] == network.user_agent:
+                return state, NO_ALERTS
+        alerts: list[Alert] = []
+        session_id = ev.session.id
         if token is not None and token.fingerprint and subject is None:
             # a fingerprint seen earlier with a subject vouches for this event
             subject = state["fps"].get(token.fingerprint)
@@ -69,7 +77,6 @@ class SessionHijack(Detector):
                         )
                     )
                 subjects[subject] = ev.event_id
-        network = ev.network
         if network is not None and network.client_ip and network.user_agent:
             last = state["net"]
             if last is not None and last[0] != network.client_ip and last[1] != network.user_agent:

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from mcpsift.alerts import Alert
 
-from .base import Detector, Params, server_key
+from .base import NO_ALERTS, Detector, Params, server_key
 
 __all__ = ["DefinitionDrift"]
 
@@ -32,6 +32,8 @@ class DefinitionDrift(Detector):
     Params = DefinitionDriftParams
 
     def key(self, ev: Any) -> Optional[str]:
+        if ev.type == "mcp.tool_call" and ev.tool.definition_hash is None:
+            return None  # nothing to compare: skip the state lookup entirely
         return server_key(ev)
 
     def state_ttl_s(self) -> float:
@@ -42,13 +44,16 @@ class DefinitionDrift(Detector):
         return {"tools": {}}
 
     def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
+        tools: dict[str, dict[str, Any]] = state["tools"]
         if ev.type == "mcp.tools_list":
             pairs = [(t.name, t.definition_hash) for t in ev.tools if t.definition_hash]
         else:
             tool = ev.tool
-            pairs = [(tool.name, tool.definition_hash)] if tool.definition_hash else []
+            known = tools.get(tool.name)
+            if known is not None and known["first"] == tool.definition_hash:
+                return state, NO_ALERTS  # the common case: a call to an unchanged tool
+            pairs = [(tool.name, tool.definition_hash)]
         alerts: list[Alert] = []
-        tools: dict[str, dict[str, Any]] = state["tools"]
         for name, digest in pairs:
             known = tools.get(name)
             if known is None:

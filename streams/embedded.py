@@ -233,6 +233,7 @@ class EmbeddedRunner:
             "rejected": self.rejected,
             "alerts_written": self.alerts_written,
             "late_events": self.pipeline.buffer.late_events,
+            "future_events": self.pipeline.buffer.future_events,
             "duplicates": self.pipeline.duplicates,
             "error": self.error,
         }

@@ -31,6 +31,7 @@ class ReorderBuffer:
         self.max_time = -math.inf
         self.released_until = -math.inf
         self.late_events = 0
+        self.future_events = 0
 
     def __len__(self) -> int:
         return len(self._run) + len(self._heap)
@@ -39,12 +40,17 @@ class ReorderBuffer:
         """Add one item with its event time (POSIX seconds).
 
         With ``wall_now`` (live runners) an event stamped further in the future
-        than the lateness does not move the watermark: one producer with a bad
-        clock must not make everyone else's events late.
+        than the lateness neither moves the watermark (one producer with a bad
+        clock must not make everyone else's events late) nor waits for its own
+        time to come (memory would grow with every such event): it is ordered
+        as if stamped ``wall_now + lateness`` and counted in ``future_events``.
         """
+        if wall_now is not None and event_time > wall_now + self.lateness_s:
+            self.future_events += 1
+            event_time = wall_now + self.lateness_s
         if event_time < self.released_until:
             self.late_events += 1
-        if event_time > self.max_time and (wall_now is None or event_time <= wall_now + self.lateness_s):
+        if event_time > self.max_time:
             self.max_time = event_time
         entry = (event_time, self._counter, item)
         self._counter += 1
