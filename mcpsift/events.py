@@ -54,6 +54,7 @@ __all__ = [
     "Prompt",
     "InvalidEvent",
     "decode_event",
+    "peek_time",
     "encode_event",
     "event_from_dict",
     "check_event",
@@ -361,18 +362,6 @@ def _strings(obj: Any, fields: tuple[str, ...]) -> typing.Iterator[tuple[str, st
 _TOKEN_STRING_FIELDS = ("fingerprint", "jti", "audience", "scopes", "alg", "issuer")
 _PRINCIPAL_STRING_FIELDS = ("subject", "issuer", "client_id", "tenant")
 
-# payload each event type cannot do without (spec/events.md "Event types")
-_REQUIRED_PAYLOAD = {
-    "auth.token": "token",
-    "auth.token_issued": "token",
-    "auth.token_revoked": "token",
-    "auth.client_registered": "principal",
-    "auth.client_metadata": "principal",
-    "mcp.tools_list": "tools",
-    "mcp.tool_call": "tool",
-    "mcp.resource_read": "resource",
-    "mcp.prompt_get": "prompt",
-}
 
 
 # Values already found clean, so the scan runs once per distinct principal or
@@ -429,6 +418,59 @@ def _scan_for_secrets(part: str, obj: Any, fields: tuple[str, ...]) -> None:
             )
 
 
+def _needs(field: str) -> Any:
+    def rule(ev: Any) -> None:
+        if getattr(ev, field) is None:
+            raise InvalidEvent(f"a {ev.type} event needs `{field}`")
+
+    return rule
+
+
+def _auth_token_rule(ev: Any) -> None:
+    if ev.token is None:
+        raise InvalidEvent("a auth.token event needs `token`")
+    outcome = ev.outcome
+    if (
+        outcome is not None
+        and outcome.status == "denied"
+        and outcome.reason is not None
+        and outcome.reason not in DENIED_REASONS
+    ):
+        raise InvalidEvent(
+            f"outcome.reason {outcome.reason!r} is not one of {sorted(DENIED_REASONS)} (use 'other')"
+        )
+
+
+def _revoked_rule(ev: Any) -> None:
+    token = ev.token
+    if token is None:
+        raise InvalidEvent("a auth.token_revoked event needs `token`")
+    if token.fingerprint is None and token.jti is None:
+        raise InvalidEvent("an auth.token_revoked event needs token.fingerprint or token.jti")
+
+
+def _client_rule(ev: Any) -> None:
+    if ev.principal is None:
+        raise InvalidEvent(f"a {ev.type} event needs `principal`")
+    if not ev.principal.client_id:
+        raise InvalidEvent(f"a {ev.type} event needs principal.client_id")
+
+
+# what each event type cannot do without (spec/events.md "Event types"),
+# dispatched by type because this runs on every event
+_TYPE_RULES: dict[str, Any] = {
+    "auth.token": _auth_token_rule,
+    "auth.token_issued": _needs("token"),
+    "auth.token_revoked": _revoked_rule,
+    "auth.client_registered": _client_rule,
+    "auth.client_metadata": _client_rule,
+    "mcp.tools_list": _needs("tools"),
+    "mcp.tool_call": _needs("tool"),
+    "mcp.resource_read": _needs("resource"),
+    "mcp.prompt_get": _needs("prompt"),
+}
+
+
 def check_event(ev: Any) -> None:
     """Rules beyond types, for an :class:`Event` or an :data:`EventRecord`.
 
@@ -438,41 +480,25 @@ def check_event(ev: Any) -> None:
     principal = ev.principal
     if token is not None or principal is not None:
         _check_privacy(token, principal)  # also checks the fingerprint's form
-    etype = ev.type
-    needed = _REQUIRED_PAYLOAD.get(etype)
-    if needed is not None and getattr(ev, needed) is None:
-        raise InvalidEvent(f"a {etype} event needs `{needed}`")
-    if etype == "auth.token_revoked" and token.fingerprint is None and token.jti is None:
-        raise InvalidEvent("an auth.token_revoked event needs token.fingerprint or token.jti")
-    if etype in ("auth.client_registered", "auth.client_metadata") and not principal.client_id:
-        raise InvalidEvent(f"a {etype} event needs principal.client_id")
-    outcome = ev.outcome
-    if (
-        etype == "auth.token"
-        and outcome is not None
-        and outcome.status == "denied"
-        and outcome.reason is not None
-        and outcome.reason not in DENIED_REASONS
-    ):
-        raise InvalidEvent(
-            f"outcome.reason {outcome.reason!r} is not one of {sorted(DENIED_REASONS)} (use 'other')"
-        )
-    tools = ev.tools
-    if tools is not None:
-        for i, tool in enumerate(tools):
-            if tool.annotations:
-                _check_annotations(tool.annotations, f"tools[{i}].annotations")
+    rule = _TYPE_RULES.get(ev.type)
+    if rule is not None:
+        rule(ev)
     tool = ev.tool
     if tool is not None and tool.annotations:
         _check_annotations(tool.annotations, "tool.annotations")
+    tools = ev.tools
+    if tools:
+        for i, listed in enumerate(tools):
+            if listed.annotations:
+                _check_annotations(listed.annotations, f"tools[{i}].annotations")
 
 
-def _check_annotations(annotations: dict[str, Any] | None, where: str) -> None:
-    if not annotations:
-        return
-    for hint in ANNOTATION_HINTS:
-        value = annotations.get(hint)
-        if value is not None and not isinstance(value, bool):
+_HINTS = frozenset(ANNOTATION_HINTS)
+
+
+def _check_annotations(annotations: dict[str, Any], where: str) -> None:
+    for hint, value in annotations.items():
+        if hint in _HINTS and value is not None and value is not True and value is not False:
             raise InvalidEvent(f"{where}.{hint} must be a boolean, got {type(value).__name__}")
 
 
@@ -575,6 +601,25 @@ def decode_event(raw: bytes | str) -> Any:
         raise InvalidEvent(f"not valid JSON: {exc}") from None
     check_event(record)
     return record
+
+
+class _Head(msgspec.Struct, gc=False):
+    time: _AwareDatetime
+
+
+_head_decoder = msgspec.json.Decoder(_Head)
+
+
+def peek_time(raw: bytes | str) -> Optional[float]:
+    """An event's ``time`` (POSIX seconds) read without validating the rest, or None.
+
+    About four times cheaper than :func:`decode_event`: runners that hold
+    events back to reorder them hold the raw bytes and validate on release.
+    """
+    try:
+        return _head_decoder.decode(raw).time.timestamp()
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError, RecursionError):
+        return None
 
 
 def _decode_with_unknown_fields(raw: bytes | str) -> Any:

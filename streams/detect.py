@@ -12,7 +12,7 @@ from collections import OrderedDict
 from typing import Any, Iterable
 
 from mcpsift.alerts import Alert
-from mcpsift.detectors.base import Detector
+from mcpsift.detectors.base import NO_ALERTS, Detector
 from mcpsift.events import EVENT_TYPES
 
 __all__ = ["DetectStage"]
@@ -61,7 +61,7 @@ class DetectStage:
 
     def process(self, ev: Any, event_time: float) -> list[Alert]:
         """Run every subscribed detector on one event (in event-time order)."""
-        out: list[Alert] = []
+        out: list[Alert] = NO_ALERTS
         for step, key_of, table, initial in self._plan[ev.type]:
             if key_of is None:
                 _, alerts = step(None, ev)
@@ -76,8 +76,9 @@ class DetectStage:
                     slot[1] = event_time
                 slot[0], alerts = step(slot[0], ev)
             if alerts:
-                out.extend(self._new(alerts))
-        self.events_processed += 1
+                fresh = self._new(alerts)
+                if fresh:
+                    out = fresh if out is NO_ALERTS else out + fresh
         self._since_sweep += 1
         if self._since_sweep >= self.sweep_every:
             self.expire(event_time)
@@ -98,6 +99,7 @@ class DetectStage:
 
     def expire(self, now: float) -> int:
         """Drop keys idle for longer than their detector's TTL (event time). Returns how many."""
+        self.events_processed += self._since_sweep
         self._since_sweep = 0
         dropped = 0
         for name, table in self.states.items():
@@ -115,7 +117,7 @@ class DetectStage:
         return {
             "states": self.states,
             "emitted": list(self.emitted),
-            "events_processed": self.events_processed,
+            "events_processed": self.events_processed + self._since_sweep,
         }
 
     def restore(self, snap: dict[str, Any]) -> None:

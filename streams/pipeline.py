@@ -50,8 +50,8 @@ class Pipeline:
         """Decode, validate and enrich one event. Raises InvalidEvent."""
         return self.enricher(decode_event(raw))
 
-    def push(self, ev: Any, wall_now: Optional[float] = None) -> bool:
-        """Queue a valid event for detection; False when it is a redelivery (same event_id)."""
+    def admit(self, ev: Any) -> bool:
+        """False when ``ev`` is a redelivery (an event_id among the recent ones)."""
         event_id = ev.event_id
         seen = self.seen
         if event_id in seen:
@@ -62,6 +62,12 @@ class Pipeline:
         order.append(event_id)
         if len(order) > self.dedup_window:
             seen.discard(order.popleft())
+        return True
+
+    def push(self, ev: Any, wall_now: Optional[float] = None) -> bool:
+        """Queue a valid event for detection; False when it is a redelivery (same event_id)."""
+        if not self.admit(ev):
+            return False
         self.buffer.push(ev.time.timestamp(), ev, wall_now)
         return True
 
