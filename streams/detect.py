@@ -8,6 +8,7 @@ state in a Table instead; no detection logic lives here.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from typing import Any, Iterable
 
@@ -16,6 +17,8 @@ from mcpsift.detectors.base import NO_ALERTS, Detector
 from mcpsift.events import EVENT_TYPES
 
 __all__ = ["DetectStage"]
+
+log = logging.getLogger("mcpsift.detect")
 
 
 class DetectStage:
@@ -41,10 +44,11 @@ class DetectStage:
         self.sweep_every = sweep_every
         self._since_sweep = 0
         self.events_processed = 0
+        self.detector_errors: dict[str, int] = {}
         self._build_plan()
 
     def _build_plan(self) -> None:
-        # per event type: (step, key function or None, state table, initial state)
+        # per event type: (step, key function or None, state table, initial state, name)
         # bound once, because this loop runs for every event
         self._plan = {
             etype: [
@@ -53,6 +57,7 @@ class DetectStage:
                     None if d.key_kind is None else d.key,
                     self.states[d.name],
                     d.initial_state,
+                    type(d).__name__,
                 )
                 for d in dets
             ]
@@ -62,19 +67,24 @@ class DetectStage:
     def process(self, ev: Any, event_time: float) -> list[Alert]:
         """Run every subscribed detector on one event (in event-time order)."""
         out: list[Alert] = NO_ALERTS
-        for step, key_of, table, initial in self._plan[ev.type]:
-            if key_of is None:
-                _, alerts = step(None, ev)
-            else:
-                key = key_of(ev)
-                if key is None:
-                    continue
-                slot = table.get(key)
-                if slot is None:
-                    slot = table[key] = [initial(), event_time]
-                elif event_time > slot[1]:
-                    slot[1] = event_time
-                slot[0], alerts = step(slot[0], ev)
+        for step, key_of, table, initial, name in self._plan[ev.type]:
+            try:
+                if key_of is None:
+                    _, alerts = step(None, ev)
+                else:
+                    key = key_of(ev)
+                    if key is None:
+                        continue
+                    slot = table.get(key)
+                    if slot is None:
+                        slot = table[key] = [initial(), event_time]
+                    elif event_time > slot[1]:
+                        slot[1] = event_time
+                    slot[0], alerts = step(slot[0], ev)
+            except Exception:
+                # a detector bug must not stop the others, nor the pipeline
+                self._detector_failed(name, ev)
+                continue
             if alerts:
                 fresh = self._new(alerts)
                 if fresh:
@@ -83,6 +93,11 @@ class DetectStage:
         if self._since_sweep >= self.sweep_every:
             self.expire(event_time)
         return out
+
+    def _detector_failed(self, name: str, ev: Any) -> None:
+        self.detector_errors[name] = self.detector_errors.get(name, 0) + 1
+        if self.detector_errors[name] <= 10:  # enough to debug, not a log flood
+            log.exception("detector %s failed on event %s; it skipped the event", name, ev.event_id)
 
     def _new(self, alerts: list[Alert]) -> list[Alert]:
         fresh = []

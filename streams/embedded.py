@@ -235,5 +235,6 @@ class EmbeddedRunner:
             "late_events": self.pipeline.buffer.late_events,
             "future_events": self.pipeline.buffer.future_events,
             "duplicates": self.pipeline.duplicates,
+            "detector_errors": dict(self.pipeline.detect.detector_errors),
             "error": self.error,
         }

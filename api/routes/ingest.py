@@ -8,6 +8,7 @@ that cannot be split into events at all is kept too, and answered 400.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
@@ -18,6 +19,8 @@ from fastapi.responses import JSONResponse
 from ..deps import RunnerDep, SettingsDep
 
 __all__ = ["router", "split_body"]
+
+log = logging.getLogger("mcpsift.ingest")
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
@@ -63,6 +66,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
         202: {"description": "at least one event accepted; per-event verdicts"},
         400: {"description": "the body is not a JSON array or NDJSON (it is kept as a dead letter)"},
         413: {"description": "the body is larger than max_body_bytes"},
+        503: {"description": "the store refused the batch; nothing was accepted, retry"},
         422: {"description": "no event in the body was valid (all kept as dead letters)"},
     },
 )
@@ -82,7 +86,15 @@ async def ingest_events(request: Request, runner: RunnerDep, settings: SettingsD
         return JSONResponse({"error": str(exc)}, status_code=400)
     if not items:
         return JSONResponse({"error": "no events in the body"}, status_code=400)
-    verdicts = await run_in_threadpool(runner.ingest, items, "http")
+    try:
+        verdicts = await run_in_threadpool(runner.ingest, items, "http")
+    except Exception as exc:  # the store refused the batch: nothing was accepted
+        log.exception("could not store an ingest batch")
+        return JSONResponse(
+            {"error": f"could not store the batch ({type(exc).__name__}: {str(exc)[:200]}); nothing was accepted, retry"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
     accepted = sum(1 for v in verdicts if v.status == "accepted")
     content: dict[str, Any] = {
         "accepted": accepted,

@@ -1,0 +1,61 @@
+"""The pipeline's own guarantees: redeliveries dropped, detector failures contained, snapshots resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mcpsift.settings import Settings
+from mcpsift.streams.pipeline import Pipeline
+
+EXAMPLES = (Path(__file__).resolve().parents[1] / "docs" / "examples.jsonl").read_bytes().splitlines()
+
+
+def _run(pipeline: Pipeline, lines: list[bytes]) -> list:
+    for line in lines:
+        pipeline.push(pipeline.validate(line))
+    return pipeline.release() + pipeline.drain()
+
+
+def test_a_redelivered_event_is_processed_once() -> None:
+    p = Pipeline(Settings())
+    alerts = _run(p, EXAMPLES + EXAMPLES)
+    assert p.duplicates == len(EXAMPLES) and len(alerts) == 1
+
+
+def test_a_failing_detector_is_contained(monkeypatch) -> None:
+    p = Pipeline(Settings())
+    hijack = next(d for d in p.detect.detectors if "session.hijack" in d.rule_ids)
+
+    def broken(state, ev):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(hijack, "step", broken)
+    p.detect._build_plan()
+    alerts = _run(p, EXAMPLES)
+    assert [a.rule_id for a in alerts] == ["auth.token_reuse_across_audiences"]  # the others still ran
+    with_session = sum(1 for line in EXAMPLES if b'"session": {"id"' in line)
+    assert p.detect.detector_errors == {"SessionHijack": with_session}
+
+
+def test_snapshot_and_restore_resume_where_it_stopped() -> None:
+    whole = Pipeline(Settings())
+    expected = _run(whole, EXAMPLES)
+    first = Pipeline(Settings())
+    for line in EXAMPLES[:6]:
+        first.push(first.validate(line))  # still in the reorder buffer: nothing released
+    resumed = Pipeline(Settings())
+    resumed.restore(first.snapshot())
+    assert len(resumed.buffer) == 6
+    alerts = _run(resumed, EXAMPLES)  # redelivery of the first six is dropped
+    assert [a.alert_id for a in alerts] == [a.alert_id for a in expected]
+    assert resumed.duplicates == 6
+
+
+def test_idle_state_expires_by_event_time() -> None:
+    p = Pipeline(Settings())
+    _run(p, EXAMPLES)
+    held = p.detect.state_size()
+    assert held > 0
+    assert p.detect.expire(now=p.buffer.max_time + 3600) < held  # sessions and tokens of the hour stay
+    assert p.detect.expire(now=2_000_000_000.0) > 0  # years later: everything is gone
+    assert p.detect.state_size() == 0
