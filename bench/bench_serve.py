@@ -30,15 +30,13 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import orjson
 
-try:
-    from bench.gen import generate
-except ImportError:  # installed as mcpsift.bench
-    from mcpsift.bench.gen import generate
+try:  # as a module: bench.bench_serve (or mcpsift.bench.bench_serve)
+    from .gen import generate
+except ImportError:  # as a script: python bench/bench_serve.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gen import generate  # type: ignore[no-redef]
 
 __all__ = ["run", "main"]
 
