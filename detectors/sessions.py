@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import Field
 
@@ -27,8 +27,8 @@ class SessionHijack(Detector):
     key_kind = "session"
     Params = SessionHijackParams
 
-    def key(self, ev: Any) -> Optional[str]:
-        return session_key(ev)
+    #: the session, within its tenant (the helper itself: one call less per event)
+    key = staticmethod(session_key)  # type: ignore[assignment]
 
     def state_ttl_s(self) -> float:
         return self.params.idle_s
