@@ -42,8 +42,10 @@ import orjson
 
 try:  # as a module: bench.bench_detect (or mcpsift.bench.bench_detect)
     from . import gen
+    from .report import emit
 except ImportError:  # as a script: python bench/bench_detect.py
     import gen  # type: ignore[no-redef]
+    from report import emit  # type: ignore[no-redef]
 
 from mcpsift.events import InvalidEvent, decode_event
 from mcpsift.streams.offline import detect_lines
@@ -391,11 +393,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args(argv)
     result = run(args.events, args.input, seed=args.seed, rss=not args.no_rss, breakdown=args.breakdown)
-    if args.json:
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        _print_table(result)
-    return result
+    return emit(result, args.json, _print_table)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Usage: ``python bench/bench_serve.py [--events 100000] [--soak-seconds 240]``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -34,9 +33,10 @@ import orjson
 
 try:  # as a module: bench.bench_serve (or mcpsift.bench.bench_serve)
     from .gen import generate
+    from .report import emit
 except ImportError:  # as a script: python bench/bench_serve.py
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from gen import generate  # type: ignore[no-redef]
+    from report import emit  # type: ignore[no-redef]
 
 __all__ = ["run", "main"]
 
@@ -190,18 +190,18 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args(argv)
     result = run(args.events, args.soak_seconds, args.seed, progress=not args.json)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"{'serve ingest -> stored':32s} {result['ingest_events_per_s']:>12,.0f} events/s "
-              f"({result['ingest_ratio_to_orjson']:.3f}x orjson baseline)")
-        print(f"{'ingest -> all detected':32s} {result['end_to_end_events_per_s']:>12,.0f} events/s")
-        print(f"{'RSS start / after ingest':32s} {result['rss_start_mib']:>8.0f} / {result['rss_after_ingest_mib']:.0f} MiB")
-        if "soak_rss_first_mib" in result:
-            print(f"{'soak RSS first / last / max':32s} {result['soak_rss_first_mib']:>8.0f} / "
-                  f"{result['soak_rss_last_mib']:.0f} / {result['soak_rss_max_mib']:.0f} MiB over "
-                  f"{result['soak_seconds']:.0f} s, {result['soak_events']:,} events")
-    return result
+    return emit(result, args.json, _print_table)
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    print(f"{'serve ingest -> stored':32s} {result['ingest_events_per_s']:>12,.0f} events/s "
+          f"({result['ingest_ratio_to_orjson']:.3f}x orjson baseline)")
+    print(f"{'ingest -> all detected':32s} {result['end_to_end_events_per_s']:>12,.0f} events/s")
+    print(f"{'RSS start / after ingest':32s} {result['rss_start_mib']:>8.0f} / {result['rss_after_ingest_mib']:.0f} MiB")
+    if "soak_rss_first_mib" in result:
+        print(f"{'soak RSS first / last / max':32s} {result['soak_rss_first_mib']:>8.0f} / "
+              f"{result['soak_rss_last_mib']:.0f} / {result['soak_rss_max_mib']:.0f} MiB over "
+              f"{result['soak_seconds']:.0f} s, {result['soak_events']:,} events")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import argparse
 import gc
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,8 +31,10 @@ import orjson
 
 try:  # as a module: bench.bench_validate (or mcpsift.bench.bench_validate)
     from . import gen
+    from .report import emit
 except ImportError:  # as a script: python bench/bench_validate.py
     import gen  # type: ignore[no-redef]
+    from report import emit  # type: ignore[no-redef]
 
 from mcpsift.events import Event, InvalidEvent, decode_event
 
@@ -142,11 +143,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args(argv)
     result = run(args.events, args.input, repeats=args.repeats, seed=args.seed)
-    if args.json:
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        _print_table(result)
-    return result
+    return emit(result, args.json, _print_table)
 
 
 if __name__ == "__main__":
