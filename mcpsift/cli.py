@@ -89,19 +89,22 @@ def serve(
 
     from mcpsift.api.app import create_app
     from mcpsift.store import StoreError, open_store
-    from mcpsift.streams.embedded import EmbeddedRunner
+    from mcpsift.streams.embedded import CHECKPOINT_NAME, EmbeddedRunner
 
     settings = _load(config, host=host, port=port, data_dir=data_dir)
+    _check_port_free(settings.host, settings.port)
     try:
         store = open_store(settings)
     except StoreError as exc:
         raise _fail(str(exc))
     runner = EmbeddedRunner(settings, store)
     started = time.monotonic()
+    saved = store.load_checkpoint(CHECKPOINT_NAME)
+    resumed_from = saved[0] if saved else 0
     replayed = runner.recover(on_progress=lambda n: err.print(f"recovering: {n:,} events replayed", highlight=False))
     if replayed:
         err.print(
-            f"recovered: replayed {replayed:,} events after checkpoint {runner.checkpoint_seq:,} "
+            f"recovered: replayed {replayed:,} events stored after the checkpoint at ingest_seq {resumed_from:,} "
             f"in {time.monotonic() - started:.1f} s",
             highlight=False,
         )
@@ -130,6 +133,21 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before opening the store, with a message that says what to do."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise _fail(
+                f"cannot listen on {host}:{port}: {exc.strerror}. Choose another port with --port or MCPSIFT_PORT."
+            )
 
 
 @contextlib.contextmanager

@@ -116,8 +116,10 @@ def test_kill_9_mid_batch_loses_nothing_and_alerts_nothing_twice(serve_factory, 
     else:
         fate = f"died with the server ({type(in_flight.get('error')).__name__})"
 
+    accepted_before_kill = len(accepted)
     # restart on the same data: it replays what was accepted after its checkpoint
     server.start()
+    recovery = next((l for l in server.output().splitlines() if l.startswith("recovered:")), "recovered: nothing to replay")
     # the client retries what it did not see acknowledged (at-least-once), sends the
     # rest, and redelivers one batch it had seen acknowledged
     for batch in batches[10:] + [batches[3]]:
@@ -137,5 +139,25 @@ def test_kill_9_mid_batch_loses_nothing_and_alerts_nothing_twice(serve_factory, 
     print(
         f"\ncrash test ({checkpoint_interval_s} s checkpoints): {len(accepted)} events accepted and stored once "
         f"({report['raw_event_rows']} physical rows before merge), {len(expected)} alerts expected, "
-        f"{len(stored)} stored once each; the in-flight batch {fate}"
+        f"{len(stored)} stored once each; {accepted_before_kill} acknowledged before the kill, the in-flight batch "
+        f"{fate}; restart {recovery}"
     )
+
+
+def test_a_busy_port_is_refused_with_advice(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [sys.executable, "-m", "mcpsift.cli", "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert run.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in run.stderr and "--port" in run.stderr
