@@ -151,23 +151,6 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 @contextlib.contextmanager
-def _open_input(path: str) -> Iterator[tuple[IO[bytes], Optional[int]]]:
-    if path == "-":
-        yield sys.stdin.buffer, None
-        return
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise _fail(f"cannot read input {path}: {exc.strerror}")
-    with handle:
-        try:
-            size: Optional[int] = Path(path).stat().st_size
-        except OSError:
-            size = None
-        yield handle, size
-
-
-@contextlib.contextmanager
 def _open_output(path: str) -> Iterator[IO[bytes]]:
     if path == "-":
         yield sys.stdout.buffer
@@ -187,6 +170,9 @@ def detect(
     output: str = typer.Option("-", "--output", "-o", help="where alerts go as JSONL, or - for stdout"),
     config: Optional[Path] = ConfigOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar and no summary"),
+    single_process: bool = typer.Option(
+        False, "--single-process", help="read and detect in one process (default: a second process reads a file)"
+    ),
 ) -> None:
     """Run the detectors over a JSONL file of events (no storage) and write alerts as JSONL.
 
@@ -195,7 +181,7 @@ def detect(
     """
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from mcpsift.streams.offline import detect_lines
+    from mcpsift.streams.offline import detect_file, detect_lines
 
     settings = _load(config)
     shown_invalid = 0
@@ -208,22 +194,32 @@ def detect(
         elif shown_invalid == 1001:
             err.print("(more invalid lines; only the first 1000 are listed)")
 
+    size: Optional[int] = None
+    if input != "-":
+        try:
+            size = Path(input).stat().st_size
+            open(input, "rb").close()
+        except OSError as exc:
+            raise _fail(f"cannot read input {input}: {exc.strerror}")
     started = time.perf_counter()
-    with _open_input(input) as (handle, size), _open_output(output) as out:
-        show_bar = not quiet and err.is_terminal and size is not None
-        progress = Progress(
-            TextColumn("detect"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-            console=err, disable=not show_bar, transient=True,
-        )
-        with progress:
-            task = progress.add_task("detect", total=size)
-            report = detect_lines(
-                handle,
+    show_bar = not quiet and err.is_terminal and size is not None
+    progress = Progress(
+        TextColumn("detect"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+        console=err, disable=not show_bar, transient=True,
+    )
+    with _open_output(output) as out, progress:
+        task = progress.add_task("detect", total=size)
+        on_progress = (lambda done: progress.update(task, completed=done)) if show_bar else None
+        if input == "-":
+            report = detect_lines(sys.stdin.buffer, out, settings, on_invalid=on_invalid)
+        else:
+            report = detect_file(
+                input,
                 out,
                 settings,
+                processes=1 if single_process else None,
                 on_invalid=on_invalid,
-                on_progress=(lambda _n: progress.update(task, completed=handle.tell())) if show_bar else None,
-                progress_every=20_000,
+                on_progress=on_progress,
             )
     elapsed = time.perf_counter() - started
     if not quiet:

@@ -1,24 +1,53 @@
 """The offline runner: the pipeline over a JSONL file (``mcpsift detect``).
 
-No storage: events stream through validate → enrich → reorder → detect and
+No storage: events stream through reorder → validate → enrich → detect and
 alerts are written as JSONL in the order they are produced, which depends
 only on the input, so the same input gives byte-identical output.
 Memory is bounded by the reorder buffer (events within the allowed
 lateness) and the detectors' per-key state, not by the file size.
+
+Two stages, which may run in two processes (:func:`detect_file`):
+
+1. *order* (:func:`ordered_batches`): read lines, peek at each event's time,
+   hold the raw lines in the reorder buffer, hand out batches of lines in
+   event-time order. The buffer holds raw lines, not decoded events: ~2,400
+   decoded events (30 s of traffic) fall out of the CPU caches before
+   detection reaches them, which costs more than validating on release.
+2. *detect* (:class:`_Detector`): validate, enrich, drop redeliveries, run
+   the detectors, write alerts.
+
+In one process they alternate; with a file on a machine with two or more
+cores, stage 1 runs in a child process and the batches cross a pipe. Both
+give the same batches in the same order, hence the same bytes out.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterable, Optional
+from typing import IO, Any, Callable, Iterable, Iterator, Optional
+
+import msgspec
 
 from mcpsift.alerts import Alert
 from mcpsift.events import InvalidEvent, decode_event, peek_time
 from mcpsift.settings import Settings
 
 from .pipeline import Pipeline
+from .reorder import ReorderBuffer
 
-__all__ = ["DetectReport", "detect_lines", "alert_line"]
+__all__ = ["DetectReport", "detect_lines", "detect_file", "ordered_batches", "alert_line"]
+
+#: lines between two releases of the reorder buffer (releasing per line costs
+#: more than the detectors); part of the output's definition, so fixed
+RELEASE_EVERY = 256
+
+#: below this, starting a second process costs more than it saves
+TWO_PROCESSES_FROM_BYTES = 8 << 20
+
+# one item: (event time or None when the line has no readable time, line number, raw line)
+Item = tuple[Optional[float], int, bytes]
 
 
 @dataclass
@@ -30,11 +59,99 @@ class DetectReport:
     alerts: int = 0
     late_events: int = 0
     by_rule: dict[str, int] = field(default_factory=dict)
+    processes: int = 1
 
 
 def alert_line(alert: Alert) -> bytes:
     """One alert as a JSONL line (fields per spec/detections.md, in model order)."""
     return alert.model_dump_json().encode("utf-8") + b"\n"
+
+
+@dataclass
+class OrderStats:
+    lines: int = 0
+    late_events: int = 0
+
+
+def ordered_batches(lines: Iterable[bytes], lateness_s: float, stats: OrderStats) -> Iterator[list[Item]]:
+    """Stage 1: batches of raw lines in event-time order (within the lateness).
+
+    A line whose time cannot be read is passed on at once, with time None, for
+    stage 2 to validate and report; blank lines are skipped.
+    """
+    buffer = ReorderBuffer(lateness_s)
+    number = 0
+    for number, line in enumerate(lines, start=1):
+        event_time = peek_time(line)
+        if event_time is None:
+            if line.strip():  # blank lines are not events (strip copies: only here)
+                yield [(None, number, line)]
+        else:
+            buffer.push(event_time, (number, line))
+        if number % RELEASE_EVERY == 0:
+            ready = buffer.pop_ready()
+            if ready:
+                yield [(t, n, raw) for t, _, (n, raw) in ready]
+    for ready in (buffer.pop_ready(), buffer.drain()):
+        if ready:
+            yield [(t, n, raw) for t, _, (n, raw) in ready]
+    stats.lines = number
+    stats.late_events = buffer.late_events
+
+
+class _Detector:
+    """Stage 2: validate, enrich, drop redeliveries, detect, write alerts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        out: IO[bytes],
+        on_invalid: Optional[Callable[[int, str], None]],
+        on_progress: Optional[Callable[[int], None]],
+        progress_every: int,
+    ):
+        self.pipeline = Pipeline(settings)
+        self.out = out
+        self.on_invalid = on_invalid
+        self.on_progress = on_progress
+        self.progress_every = progress_every
+        self.report = DetectReport()
+        self.bytes_done = 0
+        self._next_progress = progress_every
+
+    def run(self, items: list[Item]) -> None:
+        pipeline = self.pipeline
+        enrich, admit, process = pipeline.enricher, pipeline.admit, pipeline.detect.process
+        report, out = self.report, self.out
+        valid = 0
+        size = 0
+        for event_time, number, line in items:
+            size += len(line)
+            try:
+                ev = decode_event(line)
+            except InvalidEvent as exc:
+                report.invalid += 1
+                if self.on_invalid is not None:
+                    self.on_invalid(number, str(exc))
+                continue
+            valid += 1
+            if not admit(enrich(ev)):
+                continue
+            for alert in process(ev, event_time if event_time is not None else ev.time.timestamp()):
+                out.write(alert_line(alert))
+                report.by_rule[alert.rule_id] = report.by_rule.get(alert.rule_id, 0) + 1
+                report.alerts += 1
+        report.events += valid
+        self.bytes_done += size
+        if self.on_progress is not None and self.bytes_done >= self._next_progress:
+            self._next_progress = self.bytes_done + self.progress_every
+            self.on_progress(self.bytes_done)
+
+    def finish(self, stats: OrderStats) -> DetectReport:
+        self.report.lines = stats.lines
+        self.report.late_events = stats.late_events
+        self.report.duplicates = self.pipeline.duplicates
+        return self.report
 
 
 def detect_lines(
@@ -44,67 +161,87 @@ def detect_lines(
     *,
     on_invalid: Optional[Callable[[int, str], None]] = None,
     on_progress: Optional[Callable[[int], None]] = None,
-    progress_every: int = 10_000,
+    progress_every: int = 16 << 20,
 ) -> DetectReport:
-    """Run the pipeline over JSONL ``lines`` (bytes, one event each) and write alerts to ``out``.
+    """Run the pipeline over JSONL ``lines`` (bytes, one event each) in this process.
 
     ``on_invalid(line_number, reason)`` is called for each line that is not a
-    valid event (blank lines are skipped silently); ``on_progress(lines)``
-    every ``progress_every`` lines.
+    valid event (blank lines are skipped silently); ``on_progress(bytes)``
+    about every ``progress_every`` bytes of input detected.
     """
-    pipeline = Pipeline(settings or Settings())
-    report = DetectReport()
-    # The reorder buffer holds raw lines, not decoded events: ~2,400 decoded
-    # events (30 s of traffic) fall out of the CPU caches before detection
-    # reaches them, which cost more than validating on release. The stages
-    # are the pipeline's own; this loop only changes when they run.
-    buffer = pipeline.buffer
-    enrich = pipeline.enricher
-    admit = pipeline.admit
-    process = pipeline.detect.process
+    settings = settings or Settings()
+    detector = _Detector(settings, out, on_invalid, on_progress, progress_every)
+    stats = OrderStats()
+    for items in ordered_batches(lines, settings.allowed_lateness_s, stats):
+        detector.run(items)
+    return detector.finish(stats)
 
-    def invalid(number: int, reason: str) -> None:
-        report.invalid += 1
-        if on_invalid is not None:
-            on_invalid(number, reason)
 
-    def run(ready: list[Any]) -> None:
-        valid = 0
-        for event_time, _, (number, line) in ready:
+def _order_in_child(path: str, lateness_s: float, conn: Any) -> None:
+    """The child process of :func:`detect_file`: stage 1 over the file, batches down the pipe."""
+    encode = msgspec.msgpack.Encoder().encode
+    try:
+        stats = OrderStats()
+        with open(path, "rb") as handle:
+            for items in ordered_batches(handle, lateness_s, stats):
+                conn.send_bytes(encode(items))
+        conn.send_bytes(encode({"lines": stats.lines, "late_events": stats.late_events}))
+    except BaseException as exc:  # tell the parent rather than leave it waiting
+        conn.send_bytes(encode({"error": f"{type(exc).__name__}: {exc}"}))
+    finally:
+        conn.close()
+
+
+def detect_file(
+    path: str | os.PathLike[str],
+    out: IO[bytes],
+    settings: Optional[Settings] = None,
+    *,
+    processes: Optional[int] = None,
+    on_invalid: Optional[Callable[[int, str], None]] = None,
+    on_progress: Optional[Callable[[int], None]] = None,
+    progress_every: int = 16 << 20,
+) -> DetectReport:
+    """:func:`detect_lines` over a file, reading and ordering in a second process
+    when there are two or more cores (``processes=1`` forces one). Same output."""
+    settings = settings or Settings()
+    if processes is None:
+        big = os.path.getsize(path) >= TWO_PROCESSES_FROM_BYTES
+        processes = 2 if big and (os.cpu_count() or 1) >= 2 else 1
+    if processes < 2:
+        with open(path, "rb") as handle:
+            return detect_lines(
+                handle, out, settings, on_invalid=on_invalid, on_progress=on_progress, progress_every=progress_every
+            )
+    with open(path, "rb"):
+        pass  # an unreadable file fails here, in the caller's process, with its OSError
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+    receiver, sender = ctx.Pipe(duplex=False)
+    child = ctx.Process(
+        target=_order_in_child, args=(os.fspath(path), settings.allowed_lateness_s, sender), daemon=True
+    )
+    child.start()
+    sender.close()
+    detector = _Detector(settings, out, on_invalid, on_progress, progress_every)
+    decode = msgspec.msgpack.Decoder().decode
+    stats = OrderStats()
+    try:
+        while True:
             try:
-                ev = decode_event(line)
-            except InvalidEvent as exc:
-                invalid(number, str(exc))
-                continue
-            valid += 1
-            if not admit(enrich(ev)):
-                continue
-            alerts = process(ev, event_time)
-            for alert in alerts:
-                out.write(alert_line(alert))
-                report.by_rule[alert.rule_id] = report.by_rule.get(alert.rule_id, 0) + 1
-                report.alerts += 1
-        report.events += valid
-
-    number = 0
-    for number, line in enumerate(lines, start=1):
-        event_time = peek_time(line)
-        if event_time is None:
-            if not line.strip():
-                continue  # blank lines are not events (checked only here: strip copies the line)
-            try:
-                event_time = decode_event(line).time.timestamp()
-            except InvalidEvent as exc:
-                invalid(number, str(exc))
-                continue
-        buffer.push(event_time, (number, line))
-        if number % 256 == 0:  # releasing per line costs more than the detectors
-            run(buffer.pop_ready())
-        if on_progress is not None and number % progress_every == 0:
-            on_progress(number)
-    run(buffer.pop_ready())
-    run(buffer.drain())
-    report.lines = number
-    report.duplicates = pipeline.duplicates
-    report.late_events = buffer.late_events
+                message = decode(receiver.recv_bytes())
+            except EOFError:
+                raise RuntimeError(f"the reader process stopped unexpectedly (exit code {child.exitcode})") from None
+            if isinstance(message, dict):
+                if "error" in message:
+                    raise OSError(f"reading {os.fspath(path)} failed: {message['error']}")
+                stats = OrderStats(message["lines"], message["late_events"])
+                break
+            detector.run(message)  # [time, line number, raw line] lists, as run() unpacks them
+    finally:
+        receiver.close()
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    report = detector.finish(stats)
+    report.processes = 2
     return report
