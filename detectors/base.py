@@ -31,7 +31,6 @@ __all__ = [
     "token_key",
     "session_key",
     "server_key",
-    "server_label",
     "ts",
 ]
 
@@ -75,14 +74,6 @@ def session_key(ev: Any) -> Optional[str]:
     if session is None or not session.id:
         return None
     return f"{ev.tenant}|{session.id}"
-
-
-def server_label(ev: Any) -> Optional[str]:
-    """The server an event concerns: its resource URI, else its name."""
-    server = ev.server
-    if server is None:
-        return None
-    return server.resource or server.name
 
 
 def server_key(ev: Any) -> Optional[str]:

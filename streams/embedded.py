@@ -154,7 +154,7 @@ class EmbeddedRunner:
             try:
                 self._events.flush()
             except Exception:
-                self._events._items.clear()
+                self._events.discard()  # the request answers 503: nothing was accepted
                 raise
             self._dead.flush()
             self.ingest_seq = seq

@@ -329,9 +329,6 @@ class Store:
             for r in rows
         ]
 
-    def count_dead_letters(self) -> int:
-        return int(self.query_rows(f"SELECT count() FROM {self._t('dead_letter')}")[0][0])
-
     def close(self) -> None:
         client = getattr(self._local, "client", None)
         if client is not None:

@@ -39,6 +39,12 @@ class _BatchSink:
         self.written += len(items)
         return len(items)
 
+    def discard(self) -> int:
+        """Drop what is buffered (the caller reports the failure instead); returns how many."""
+        dropped = len(self._items)
+        self._items = []
+        return dropped
+
     def _write(self, items: list[Any]) -> None:
         raise NotImplementedError
 
