@@ -16,7 +16,7 @@ from mcpsift.uris import normalize_resource
 
 from .base import NO_ALERTS, Detector, Params, token_key, ts
 
-__all__ = ["AudienceMismatch", "TokenReuseAcrossAudiences", "ExpiredTokenAccepted"]
+__all__ = ["DETECTORS", "AudienceMismatch", "TokenReuseAcrossAudiences", "ExpiredTokenAccepted"]
 
 
 
@@ -110,7 +110,7 @@ class TokenReuseAcrossAudiences(Detector):
         token = ev.token
         if token.issued_at is not None and token.expires_at is not None and token.expires_at > token.issued_at:
             return (token.expires_at - token.issued_at).total_seconds()
-        return self.params.default_window_s
+        return self.params_for(ev.tenant).default_window_s
 
     def initial_state(self) -> Any:
         # uses: [[fingerprint, "issuer|jti", resource, last time, first event id, window], ...]
@@ -190,7 +190,7 @@ class ExpiredTokenAccepted(Detector):
         if not _accepted_token(ev) or ev.token.expires_at is None:
             return state, NO_ALERTS
         late = (ev.time - ev.token.expires_at).total_seconds()
-        if late <= self.params.skew_s:
+        if late <= self.params_for(ev.tenant).skew_s:
             return state, NO_ALERTS
         where = ev.server.resource or ev.server.name if ev.server is not None else None
         return state, [
@@ -202,7 +202,10 @@ class ExpiredTokenAccepted(Detector):
                 description=(
                     f"{where or 'A server'} accepted token {_token_label(ev)} that expired at "
                     f"{ev.token.expires_at.isoformat()}, {late:.0f} s before it was presented "
-                    f"(tolerated skew {self.params.skew_s:.0f} s)."
+                    f"(tolerated skew {self.params_for(ev.tenant).skew_s:.0f} s)."
                 ),
             )
         ]
+
+#: this family's detectors, in the order they run (registry.FAMILY_MODULES)
+DETECTORS = (AudienceMismatch, TokenReuseAcrossAudiences, ExpiredTokenAccepted,)

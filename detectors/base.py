@@ -98,8 +98,20 @@ class Detector:
     #: its thresholds, with the spec's defaults
     Params: ClassVar[type[Params]] = Params
 
-    def __init__(self, params: Optional[Params] = None):
+    def __init__(self, params: Optional[Params] = None, tenant_params: Optional[dict[str, Params]] = None):
         self.params = params if params is not None else self.Params()
+        #: tenant -> its thresholds, for tenants configured differently from the default
+        self.tenant_params: dict[str, Params] = dict(tenant_params or {})
+
+    def params_for(self, tenant: str) -> Any:
+        """The thresholds that apply to ``tenant`` (its overrides, else the rule's)."""
+        if self.tenant_params:
+            return self.tenant_params.get(tenant, self.params)
+        return self.params
+
+    def attach_models(self, model_dir: Any) -> None:
+        """Called once at start by the runner with the directory learned models live in
+        (``<data_dir>/models``); detectors without learned models ignore it."""
 
     @property
     def name(self) -> str:

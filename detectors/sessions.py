@@ -10,7 +10,7 @@ from mcpsift.alerts import Alert
 
 from .base import NO_ALERTS, Detector, Params, session_key
 
-__all__ = ["SessionHijack"]
+__all__ = ["DETECTORS", "SessionHijack"]
 
 
 class SessionHijackParams(Params):
@@ -96,3 +96,6 @@ class SessionHijack(Detector):
                 )
             state["net"] = [network.client_ip, network.user_agent, ev.event_id]
         return state, alerts
+
+#: this family's detectors, in the order they run (registry.FAMILY_MODULES)
+DETECTORS = (SessionHijack,)

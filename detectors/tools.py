@@ -14,7 +14,7 @@ from mcpsift.alerts import Alert
 
 from .base import NO_ALERTS, Detector, Params, server_key
 
-__all__ = ["DefinitionDrift"]
+__all__ = ["DETECTORS", "DefinitionDrift"]
 
 
 class DefinitionDriftParams(Params):
@@ -79,3 +79,6 @@ class DefinitionDrift(Detector):
                 )
             )
         return state, alerts
+
+#: this family's detectors, in the order they run (registry.FAMILY_MODULES)
+DETECTORS = (DefinitionDrift,)

@@ -36,13 +36,12 @@ def _fail(message: str, code: int = 2) -> "typer.Exit":
 
 
 def _load(config: Optional[Path], **overrides: object):  # type: ignore[no-untyped-def]
-    from mcpsift.detectors import UnknownDetector, build_detectors
+    from mcpsift.detectors import UnknownDetector, build_from_settings
     from mcpsift.settings import ConfigError, load_settings
 
     try:
         settings = load_settings(config, **overrides)
-        d = settings.detectors
-        build_detectors(d.enabled, d.disabled, d.thresholds)  # unknown rule ids stop start-up
+        build_from_settings(settings)  # unknown rule ids or thresholds stop start-up
     except (ConfigError, UnknownDetector) as exc:
         raise _fail(str(exc))
     return settings

@@ -37,6 +37,9 @@ class DetectorSettings(BaseModel):
     disabled: list[str] = Field(default_factory=list)
     #: per-rule thresholds: ``{rule_id: {parameter: value}}``
     thresholds: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: per-tenant overrides of those: ``{tenant: {rule_id: {parameter: value}}}``; a
+    #: tenant's value wins over ``thresholds``, which wins over the spec's default
+    tenant_thresholds: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):

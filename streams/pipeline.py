@@ -19,7 +19,7 @@ from typing import Any, Optional
 import msgspec
 
 from mcpsift.alerts import Alert
-from mcpsift.detectors import build_detectors
+from mcpsift.detectors import build_from_settings
 from mcpsift.events import EventRecord, decode_event, encode_event
 from mcpsift.settings import Settings
 
@@ -32,8 +32,7 @@ __all__ = ["Pipeline"]
 
 class Pipeline:
     def __init__(self, settings: Settings):
-        det = settings.detectors
-        detectors, wanted = build_detectors(det.enabled, det.disabled, det.thresholds)
+        detectors, wanted = build_from_settings(settings)
         self.settings = settings
         self.enricher = Enricher(settings.default_tenant, settings.servers)
         self.detect = DetectStage(detectors, wanted)

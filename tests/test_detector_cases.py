@@ -4,10 +4,14 @@ Every ``tests/cases/**/<name>.jsonl`` is a case: spec-valid events, one JSON
 object a line, with ``<name>.expect.json`` beside it::
 
     {"description": "which spec clause this covers",
-     "alerts": {"<rule_id>": <exact count>, ...}}
+     "alerts": {"<rule_id>": <exact count>, ...},
+     "settings": {...}}            # optional: Settings the case runs with
 
 Counts are exact for every registered rule: a rule not listed must raise no
-alert on that file. Adding a case is adding two files; no test code changes.
+alert on that file. ``settings`` is for clauses that need configuration (an
+approved-server registry, a label map, a lowered model warm-up); it is given
+to :class:`~mcpsift.settings.Settings` as keyword arguments. Adding a case is
+adding two files; no test code changes.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import os
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +66,7 @@ CASES = _discover()
 # loading
 
 
-def _load_expect(stem: Path) -> tuple[str, dict[str, int]]:
+def _load_expect(stem: Path) -> tuple[str, dict[str, int], dict[str, Any]]:
     path = stem.with_name(stem.name + EXPECT_SUFFIX)
     if not path.is_file():
         pytest.fail(f"{path}: missing expect file for case {stem.name}.jsonl", pytrace=False)
@@ -75,9 +80,18 @@ def _load_expect(stem: Path) -> tuple[str, dict[str, int]]:
     problems: list[str] = []
     if not isinstance(data, dict):
         pytest.fail(f"{path}: malformed expect file: must be a JSON object, got {type(data).__name__}", pytrace=False)
-    unknown_keys = sorted(set(data) - {"description", "alerts"})
+    unknown_keys = sorted(set(data) - {"description", "alerts", "settings"})
     if unknown_keys:
-        problems.append(f"unknown key(s) {unknown_keys} (allowed: description, alerts)")
+        problems.append(f"unknown key(s) {unknown_keys} (allowed: description, alerts, settings)")
+    overrides = data.get("settings", {})
+    if not isinstance(overrides, dict):
+        problems.append("'settings' must be an object of Settings fields")
+        overrides = {}
+    elif overrides:
+        try:
+            Settings(**overrides)
+        except Exception as exc:  # pydantic's message names the field
+            problems.append(f"'settings' is not valid: {exc}")
     description = data.get("description")
     if not isinstance(description, str) or not description.strip():
         problems.append("'description' must be a non-empty string naming the spec clause covered")
@@ -92,7 +106,7 @@ def _load_expect(stem: Path) -> tuple[str, dict[str, int]]:
             problems.append(f"count for {rule!r} must be a non-negative integer, got {count!r}")
     if problems:
         pytest.fail(f"{path}: malformed expect file: " + "; ".join(problems), pytrace=False)
-    return description, dict(alerts)
+    return description, dict(alerts), dict(overrides)
 
 
 def _load_events(stem: Path) -> list[tuple[int, str]]:
@@ -110,13 +124,25 @@ def _load_events(stem: Path) -> list[tuple[int, str]]:
     return lines
 
 
-def _case(stem: Path | None) -> tuple[Path, str, dict[str, int], list[tuple[int, str]]]:
+@dataclass
+class Case:
+    path: Path
+    description: str
+    expected: dict[str, int]
+    lines: list[tuple[int, str]]
+    settings: dict[str, Any]
+
+    def new_settings(self) -> Settings:
+        return Settings(**self.settings)
+
+
+def _case(stem: Path | None) -> Case:
     if stem is None:
         pytest.fail(f"no cases found under {CASES_DIR}", pytrace=False)
     events_path = stem.with_name(stem.name + ".jsonl")
     lines = _load_events(stem)
-    description, expected = _load_expect(stem)
-    return events_path, description, expected, lines
+    description, expected, overrides = _load_expect(stem)
+    return Case(events_path, description, expected, lines, overrides)
 
 
 # --------------------------------------------------------------------------
@@ -144,21 +170,23 @@ def _validated(pipeline: Pipeline, path: Path, lines: list[tuple[int, str]]) -> 
     return events
 
 
-def _run_in_order(path: Path, lines: list[tuple[int, str]]) -> tuple[list[Any], list[Any]]:
+def _run_in_order(case: Case) -> tuple[list[Any], list[Any]]:
     """File order, all pushed, then release + drain. Returns (events, alerts)."""
-    p = Pipeline(Settings())
-    events = _validated(p, path, lines)
+    path = case.path
+    p = Pipeline(case.new_settings())
+    events = _validated(p, path, case.lines)
     for ev in events:
         assert p.push(ev), f"{path}: event {ev.event_id} was dropped as a redelivery"
     return events, p.release() + p.drain()
 
 
-def _run_shuffled(path: Path, lines: list[tuple[int, str]], round_: int) -> tuple[list[str], list[Any]]:
+def _run_shuffled(case: Case, round_: int) -> tuple[list[str], list[Any]]:
     """Arrival order = event time + a random shift in [0, MAX_SHIFT_S) s, released as it goes."""
-    p = Pipeline(Settings())
+    path = case.path
+    p = Pipeline(case.new_settings())
     lateness = p.settings.allowed_lateness_s
     assert MAX_SHIFT_S < lateness, "the shuffle must stay within the default allowed lateness"
-    events = _validated(p, path, lines)
+    events = _validated(p, path, case.lines)
     rng = random.Random(f"{SHUFFLE_SEED}:{round_}:{path.relative_to(CASES_DIR)}")
     keyed = [(ev.time.timestamp() + rng.uniform(0.0, MAX_SHIFT_S), i, ev) for i, ev in enumerate(events)]
     keyed.sort(key=lambda item: (item[0], item[1]))
@@ -184,8 +212,9 @@ def _describe(alerts: list[Any]) -> str:
 
 @pytest.mark.parametrize("stem", CASES)
 def test_case_alerts(stem: Path | None) -> None:
-    path, description, expected, lines = _case(stem)
-    events, alerts = _run_in_order(path, lines)
+    case = _case(stem)
+    path, description, expected = case.path, case.description, case.expected
+    events, alerts = _run_in_order(case)
 
     got = Counter(a.rule_id for a in alerts)
     rules = sorted(set(RULES) | set(expected) | set(got))
@@ -211,11 +240,12 @@ def test_case_alerts(stem: Path | None) -> None:
 
 @pytest.mark.parametrize("stem", CASES)
 def test_case_out_of_order_within_lateness(stem: Path | None) -> None:
-    path, description, _, lines = _case(stem)
-    _, in_order = _run_in_order(path, lines)
+    case = _case(stem)
+    path, description = case.path, case.description
+    _, in_order = _run_in_order(case)
     want = {a.alert_id for a in in_order}
     for round_ in range(SHUFFLE_ROUNDS):
-        arrival, shuffled = _run_shuffled(path, lines, round_)
+        arrival, shuffled = _run_shuffled(case, round_)
         got = {a.alert_id for a in shuffled}
         assert got == want, (
             f"{path}: events shuffled within the allowed lateness (round {round_}) gave different alerts\n"

@@ -86,3 +86,18 @@ def test_get_settings_is_cached_and_replaceable(tmp_path: Path) -> None:
     assert get_settings(config) is get_settings(config)
     get_settings.cache_clear()
     assert get_settings(config).port == 9001
+
+
+def test_tenant_thresholds_override_per_tenant() -> None:
+    detectors, _ = build_detectors(
+        enabled=["auth.expired_token_accepted"],
+        thresholds={"auth.expired_token_accepted": {"skew_s": 5}},
+        tenant_thresholds={"acme": {"auth.expired_token_accepted": {"skew_s": 300}}},
+    )
+    (detector,) = detectors
+    assert detector.params_for("acme").skew_s == 300
+    assert detector.params_for("other").skew_s == 5
+    with pytest.raises(UnknownDetector, match=r"tenant_thresholds\.acme.*unknown rule id"):
+        build_detectors(tenant_thresholds={"acme": {"auth.nope": {}}})
+    with pytest.raises(UnknownDetector, match=r"tenant_thresholds\.acme.*skew.*unknown threshold"):
+        build_detectors(tenant_thresholds={"acme": {"auth.expired_token_accepted": {"skew": 1}}})
