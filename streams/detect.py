@@ -4,13 +4,20 @@ keep their state per key, expire idle keys, and drop repeated alert ids.
 This is the embedded runner's (and ``mcpsift detect``'s) state store: a dict.
 The faust runner calls the same ``Detector.key``/``Detector.step`` with its
 state in a Table instead; no detection logic lives here.
+
+Stateless detectors (``key_kind = None``) depend on nothing but the event, so
+they may run anywhere and in any order: :meth:`DetectStage.stateless_alerts`
+runs them alone (``mcpsift detect`` runs them in its reader process, beside
+validation), :meth:`DetectStage.process` runs them first and then the
+stateful ones. Either way the alerts of one event come out in the same order,
+and repeated alert ids are dropped here, in event-time order.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from mcpsift.alerts import Alert
 from mcpsift.detectors.base import NO_ALERTS, Detector
@@ -32,9 +39,13 @@ class DetectStage:
     ):
         self.detectors = list(detectors)
         self.wanted_rules = frozenset(wanted_rules) if wanted_rules is not None else None
+        # stateless first: the order alerts of one event come out in, whichever
+        # process runs the stateless ones
+        ordered = [d for d in self.detectors if d.key_kind is None] + [
+            d for d in self.detectors if d.key_kind is not None
+        ]
         self.by_type: dict[str, list[Detector]] = {
-            etype: [d for d in self.detectors if not d.event_types or etype in d.event_types]
-            for etype in EVENT_TYPES
+            etype: [d for d in ordered if not d.event_types or etype in d.event_types] for etype in EVENT_TYPES
         }
         # detector name -> key -> [state, last event time]
         self.states: dict[str, dict[str, list[Any]]] = {d.name: {} for d in self.detectors}
@@ -50,24 +61,45 @@ class DetectStage:
     def _build_plan(self) -> None:
         # per event type: (step, key function or None, state table, initial state, name)
         # bound once, because this loop runs for every event
-        self._plan = {
-            etype: [
-                (
-                    d.step,
-                    None if d.key_kind is None else d.key,
-                    self.states[d.name],
-                    d.initial_state,
-                    type(d).__name__,
-                )
-                for d in dets
-            ]
-            for etype, dets in self.by_type.items()
+        def entry(d: Detector) -> tuple[Any, ...]:
+            return (d.step, None if d.key_kind is None else d.key, self.states[d.name], d.initial_state, type(d).__name__)
+
+        self._plan = {etype: [entry(d) for d in dets] for etype, dets in self.by_type.items()}
+        self._stateless_plan = {
+            etype: [entry(d) for d in dets if d.key_kind is None] for etype, dets in self.by_type.items()
+        }
+        self._stateful_plan = {
+            etype: [entry(d) for d in dets if d.key_kind is not None] for etype, dets in self.by_type.items()
         }
 
-    def process(self, ev: Any, event_time: float) -> list[Alert]:
-        """Run every subscribed detector on one event (in event-time order)."""
+    def stateless_alerts(self, ev: Any) -> list[Alert]:
+        """The alerts of the stateless detectors on ``ev``, not yet deduplicated
+        (pass them to :meth:`process` with the event, in event-time order)."""
         out: list[Alert] = NO_ALERTS
-        for step, key_of, table, initial, name in self._plan[ev.type]:
+        for step, _, _, _, name in self._stateless_plan[ev.type]:
+            try:
+                _, alerts = step(None, ev)
+            except Exception:
+                self._detector_failed(name, ev)
+                continue
+            if alerts:
+                out = alerts if out is NO_ALERTS else out + alerts
+        return out
+
+    def process(self, ev: Any, event_time: float, stateless: Optional[list[Alert]] = None) -> list[Alert]:
+        """Run every subscribed detector on one event (in event-time order).
+
+        With ``stateless`` (what :meth:`stateless_alerts` gave for this event,
+        computed elsewhere) only the stateful detectors run here.
+        """
+        out: list[Alert] = NO_ALERTS
+        if stateless is None:
+            plan = self._plan[ev.type]
+        else:
+            plan = self._stateful_plan[ev.type]
+            if stateless:
+                out = self._new(stateless) or NO_ALERTS
+        for step, key_of, table, initial, name in plan:
             try:
                 if key_of is None:
                     _, alerts = step(None, ev)

@@ -17,8 +17,12 @@ Two stages, which may run in two processes (:func:`detect_file`):
    the detectors, write alerts.
 
 In one process they alternate; with a file on a machine with two or more
-cores, stage 1 runs in a child process and the batches cross a pipe. Both
-give the same batches in the same order, hence the same bytes out.
+cores, stage 1 runs in a child process and the batches cross a pipe. The
+child, which validates every line anyway, also runs the stateless detectors
+on it (they need nothing but the event; see streams/detect.py) and sends
+their alerts along with the line, so the work is shared between two cores.
+Both give the same batches in the same order, and the alerts of one event in
+the same order, hence the same bytes out.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Optional
 import msgspec
 
 from mcpsift.alerts import Alert
+from mcpsift.detectors.base import NO_ALERTS
 from mcpsift.events import InvalidEvent, decode_event, decode_validated, peek_time
 from mcpsift.settings import Settings
 
@@ -51,8 +56,10 @@ _DROP_EVERY = 64 << 20
 TWO_PROCESSES_FROM_BYTES = 8 << 20
 
 # one item: (event time or None, line number, raw line, verdict) where the
-# verdict is None (not validated yet), True (validated by stage 1) or the
-# reason the line is not a valid event
+# verdict is None (not validated yet), True (validated by stage 1), a list of
+# alert lines (validated by stage 1, which also ran the stateless detectors:
+# these are their alerts, maybe none) or the reason the line is not a valid
+# event
 Item = tuple[Optional[float], int, bytes, Any]
 
 
@@ -80,14 +87,21 @@ class OrderStats:
 
 
 def ordered_batches(
-    lines: Iterable[bytes], lateness_s: float, stats: OrderStats, *, validate: bool = False
+    lines: Iterable[bytes],
+    lateness_s: float,
+    stats: OrderStats,
+    *,
+    validate: bool = False,
+    stateless: Optional[Callable[[Any], list[bytes]]] = None,
 ) -> Iterator[list[Item]]:
     """Stage 1: batches of raw lines in event-time order (within the lateness).
 
     With ``validate`` each line is validated here (the second process has the
     time to spare) and stage 2 only decodes; without, stage 1 only peeks at
-    the time. A line that is invalid, or whose time cannot be read, is passed
-    on at once for stage 2 to report; blank lines are skipped.
+    the time. With ``stateless`` too, it is called on each valid event and
+    its result (alert lines) is the verdict. A line that is invalid, or whose
+    time cannot be read, is passed on at once for stage 2 to report; blank
+    lines are skipped.
     """
     buffer = ReorderBuffer(lateness_s)
     number = 0
@@ -95,8 +109,9 @@ def ordered_batches(
         verdict: Any = None
         if validate:
             try:
-                event_time: Optional[float] = decode_event(line).time.timestamp()
-                verdict = True
+                ev = decode_event(line)
+                event_time: Optional[float] = ev.time.timestamp()
+                verdict = True if stateless is None else stateless(ev)
             except InvalidEvent as exc:
                 event_time, verdict = None, str(exc)
         else:
@@ -145,11 +160,15 @@ class _Detector:
         size = 0
         for event_time, number, line, verdict in items:
             size += len(line)
+            stateless = None
             try:
                 if verdict is True:
                     ev = decode_validated(line)
                 elif verdict is None:
                     ev = decode_event(line)
+                elif isinstance(verdict, list):
+                    ev = decode_validated(line)
+                    stateless = [Alert.model_validate_json(a) for a in verdict] if verdict else NO_ALERTS
                 else:
                     raise InvalidEvent(verdict)
             except InvalidEvent as exc:
@@ -160,7 +179,8 @@ class _Detector:
             valid += 1
             if not admit(enrich(ev)):
                 continue
-            for alert in process(ev, event_time if event_time is not None else ev.time.timestamp()):
+            at = event_time if event_time is not None else ev.time.timestamp()
+            for alert in process(ev, at, stateless):
                 out.write(alert_line(alert))
                 report.by_rule[alert.rule_id] = report.by_rule.get(alert.rule_id, 0) + 1
                 report.alerts += 1
@@ -200,8 +220,21 @@ def detect_lines(
     return detector.finish(stats)
 
 
-def _order_in_child(path: str, lateness_s: float, conn: Any) -> None:
-    """The child process of :func:`detect_file`: stage 1 over the file.
+def _stateless_in_child(settings: Settings) -> Callable[[Any], list[bytes]]:
+    """Enrich an event and run the stateless detectors on it; their alerts as JSON lines."""
+    pipeline = Pipeline(settings)
+    enrich, stateless_alerts = pipeline.enricher, pipeline.detect.stateless_alerts
+
+    def run(ev: Any) -> list[bytes]:
+        alerts = stateless_alerts(enrich(ev))
+        return [a.model_dump_json().encode("utf-8") for a in alerts] if alerts else []
+
+    return run
+
+
+def _order_in_child(path: str, settings: Settings, conn: Any) -> None:
+    """The child process of :func:`detect_file`: stage 1 over the file, plus
+    the stateless detectors.
 
     Sends, per batch, ``[time, line number, offset, length, verdict]`` items:
     where each line is in the file, not the line itself; the parent reads the
@@ -221,8 +254,12 @@ def _order_in_child(path: str, lateness_s: float, conn: Any) -> None:
 
     try:
         stats = OrderStats()
+        stateless = _stateless_in_child(settings)
         with open(path, "rb") as handle:
-            for items in ordered_batches(lines_noting_offsets(handle), lateness_s, stats, validate=True):
+            batches = ordered_batches(
+                lines_noting_offsets(handle), settings.allowed_lateness_s, stats, validate=True, stateless=stateless
+            )
+            for items in batches:
                 conn.send_bytes(encode([(t, n, offsets.pop(n), len(raw), v) for t, n, raw, v in items]))
         conn.send_bytes(encode({"lines": stats.lines, "late_events": stats.late_events}))
     except BaseException as exc:  # tell the parent rather than leave it waiting
@@ -265,7 +302,7 @@ def detect_file(
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     receiver, sender = ctx.Pipe(duplex=False)
     child = ctx.Process(
-        target=_order_in_child, args=(os.fspath(path), settings.allowed_lateness_s, sender), daemon=True
+        target=_order_in_child, args=(os.fspath(path), settings, sender), daemon=True
     )
     child.start()
     sender.close()
