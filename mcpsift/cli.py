@@ -168,6 +168,9 @@ def detect(
     input: str = typer.Option(..., "--input", "-i", help="JSONL file of events, or - for stdin"),
     output: str = typer.Option("-", "--output", "-o", help="where alerts go as JSONL, or - for stdout"),
     config: Optional[Path] = ConfigOpt,
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", help="where trained models are read from (<data-dir>/models) [default ./.mcpsift]"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar and no summary"),
     single_process: bool = typer.Option(
         False, "--single-process", help="read and detect in one process (default: a second process reads a file)"
@@ -182,7 +185,7 @@ def detect(
 
     from mcpsift.streams.offline import detect_file, detect_lines
 
-    settings = _load(config)
+    settings = _load(config, data_dir=data_dir)
     shown_invalid = 0
 
     def on_invalid(line: int, reason: str) -> None:
@@ -251,6 +254,63 @@ def alerts(
         print(alert.model_dump_json())
 
 
+def _when(value: str, option: str):  # type: ignore[no-untyped-def]
+    """An RFC 3339 time or a date (UTC when no zone is given)."""
+    import datetime as dt
+
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise _fail(f"{option} {value!r} is not a date or an RFC 3339 time (e.g. 2026-11-20 or 2026-11-20T08:00:00Z)")
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+@app.command()
+def train(
+    since: str = typer.Option(..., "--from", help="first event time to learn from (RFC 3339 or a date, UTC)"),
+    until: str = typer.Option(..., "--to", help="learn from events before this time"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="where data lives [default ./.mcpsift]"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Learn the tool-sequence and volume models from stored events and write
+    them to <data-dir>/models, where `serve` and `detect` load them at start."""
+    _need_all("mcpsift train")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mcpsift.detectors.learned import train_from_store
+    from mcpsift.store import StoreError, open_store
+
+    start, end = _when(since, "--from"), _when(until, "--to")
+    if start >= end:
+        raise _fail(f"--from ({start.isoformat()}) must be before --to ({end.isoformat()})")
+    settings = _load(config, data_dir=data_dir)
+    try:
+        store = open_store(settings)
+        total = store.count_events_between(start, end)
+    except StoreError as exc:
+        raise _fail(str(exc))
+    if total == 0:
+        raise _fail(f"no stored events from {start.isoformat()} to {end.isoformat()}: nothing to learn (models left as they were)", 1)
+    model_dir = Path(settings.data_dir) / "models"
+    started = time.perf_counter()
+    progress = Progress(
+        TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("events"), TimeRemainingColumn(),
+        console=err, disable=not err.is_terminal, transient=True,
+    )
+    with progress:
+        task = progress.add_task("train", total=total)
+        report = train_from_store(
+            store, start, end, model_dir, settings, on_progress=lambda n: progress.update(task, completed=n)
+        )
+    for line in report.summary():
+        print(line)
+    err.print(
+        f"learned from {report.events:,} events ({start.isoformat()} to {end.isoformat()}) in "
+        f"{time.perf_counter() - started:.1f} s; wrote {', '.join(str(p) for p in report.files)}",
+        highlight=False,
+    )
+
+
 @app.command()
 def bench(
     which: str = typer.Argument("all", help="validate | detect | serve | all"),
@@ -267,6 +327,11 @@ def bench(
             raise _fail(f"no benchmark {name!r} ({exc}); choose validate, detect, serve or all")
         argv = ["--events", str(events)] if events else []
         module.main(argv)
+
+
+from mcpsift.demo.cli import app as demo_app  # noqa: E402 (light: typer and rich only)
+
+app.add_typer(demo_app, name="demo", help="Labelled demo traffic: generate it, score the detectors on it (evaluate), stream it into serve (run).")
 
 
 def main() -> None:

@@ -61,8 +61,10 @@ def test_ingest_verdicts_alerts_and_dead_letters(serve_factory) -> None:
 
     _wait_until_detected(server)
     alerts = httpx.get(server.url + "/v1/alerts", timeout=10).json()
-    assert [a["rule_id"] for a in alerts] == ["auth.token_reuse_across_audiences"]
-    assert "https://mcp.acme.example/billing" in alerts[0]["description"]
+    # the examples' two new clients, and the token replayed at a second server
+    assert sorted(a["rule_id"] for a in alerts) == ["auth.new_client", "auth.new_client", "auth.token_reuse_across_audiences"]
+    reuse = next(a for a in alerts if a["rule_id"] == "auth.token_reuse_across_audiences")
+    assert "https://mcp.acme.example/billing" in reuse["description"]
     letters = httpx.get(server.url + "/v1/dead-letters", timeout=10).json()
     assert len(letters) == 4 and any(l["payload"] == '[{"broken"' for l in letters)
 
@@ -71,7 +73,7 @@ def test_ingest_verdicts_alerts_and_dead_letters(serve_factory) -> None:
     assert "stopped cleanly" in server.output()
     report = read_store(server.data_dir)
     assert len(report["event_id_counts"]) == 14 and set(report["event_id_counts"].values()) == {1}
-    assert report["alert_rows_final"] == 1
+    assert report["alert_rows_final"] == 3
     assert report["checkpoint_seq"] == 28  # both deliveries taken, the second dropped as redelivery
 
 
