@@ -258,6 +258,45 @@ class Store:
         where, params = ("WHERE tenant = {tenant:String}", {"tenant": tenant}) if tenant else ("", {})
         return int(self.query_rows(f"SELECT count() FROM {self._t('events')} FINAL {where}", params)[0][0])
 
+    def count_events_between(self, since: _dt.datetime, until: _dt.datetime) -> int:
+        """Stored events (each once) with ``since <= time < until``."""
+        return int(
+            self.query_rows(
+                f"SELECT count() FROM {self._t('events')} FINAL "
+                "WHERE time >= {since:DateTime64(3, 'UTC')} AND time < {until:DateTime64(3, 'UTC')}",
+                {"since": since, "until": until},
+            )[0][0]
+        )
+
+    def iter_payloads_between(
+        self, since: _dt.datetime, until: _dt.datetime, batch: int = 5_000
+    ) -> Iterator[bytes]:
+        """Payloads of stored events (each once) with ``since <= time < until``, in
+        event-time order (ties by event_id), in pages: what ``mcpsift train`` replays."""
+        table = self._t("events")
+        last: Optional[tuple[_dt.datetime, str]] = None
+        while True:
+            params: dict[str, Any] = {"since": since, "until": until, "batch": batch}
+            after = ""
+            if last is not None:
+                after = (
+                    "AND (time > {lt:DateTime64(3, 'UTC')} "
+                    "OR (time = {lt:DateTime64(3, 'UTC')} AND event_id > {lid:String})) "
+                )
+                params.update(lt=last[0], lid=last[1])
+            rows = self.client.query(
+                f"SELECT time, event_id, payload FROM {table} FINAL "
+                "WHERE time >= {since:DateTime64(3, 'UTC')} AND time < {until:DateTime64(3, 'UTC')} "
+                f"{after}ORDER BY time, event_id LIMIT {{batch:UInt32}}",
+                parameters=params,
+                column_formats={"payload": "bytes"},
+            ).result_rows
+            if not rows:
+                return
+            for _, _, payload in rows:
+                yield payload
+            last = (_aware(rows[-1][0]), rows[-1][1])
+
     def event_id_counts(self) -> dict[str, int]:
         """How many rows each event_id has *as queries see it* (FINAL): 1 each when idempotency holds."""
         rows = self.query_rows(
