@@ -42,11 +42,13 @@ SHUFFLE_ROUNDS = 8
 
 
 @pytest.fixture(autouse=True)
-def _default_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cases are written against the spec's defaults: ignore MCPSIFT_* from the environment."""
+def _default_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Cases are written against the spec's defaults: ignore MCPSIFT_* from the environment,
+    and start from no trained models (a ./.mcpsift/models left by `mcpsift train` must not leak in)."""
     for name in list(os.environ):
         if name.upper().startswith("MCPSIFT_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("MCPSIFT_DATA_DIR", str(tmp_path / "data"))
 
 
 def _discover() -> list[Any]:
