@@ -5,12 +5,15 @@ This is the embedded runner's (and ``mcpsift detect``'s) state store: a dict.
 The faust runner calls the same ``Detector.key``/``Detector.step`` with its
 state in a Table instead; no detection logic lives here.
 
-Stateless detectors (``key_kind = None``) depend on nothing but the event, so
-they may run anywhere and in any order: :meth:`DetectStage.stateless_alerts`
-runs them alone (``mcpsift detect`` runs them in its reader process, beside
-validation), :meth:`DetectStage.process` runs them first and then the
-stateful ones. Either way the alerts of one event come out in the same order,
-and repeated alert ids are dropped here, in event-time order.
+The detectors of one event run in a fixed order: stateless ones (``key_kind =
+None``: they depend on nothing but the event), then the stateful ones named in
+``front``, then the other stateful ones. ``mcpsift detect`` splits that order
+between two processes: its reader process, which validates and orders the
+events anyway, runs the first two groups (:meth:`DetectStage.reader_alerts`,
+on events in event-time order) and the detecting process the rest
+(:meth:`DetectStage.process` with the reader's alerts). Either way the alerts
+of one event come out in the same order, and repeated alert ids are dropped
+in one place, in event-time order.
 """
 
 from __future__ import annotations
@@ -36,14 +39,19 @@ class DetectStage:
         *,
         remembered_alerts: int = 100_000,
         sweep_every: int = 20_000,
+        front: Iterable[str] = (),
     ):
         self.detectors = list(detectors)
         self.wanted_rules = frozenset(wanted_rules) if wanted_rules is not None else None
-        # stateless first: the order alerts of one event come out in, whichever
-        # process runs the stateless ones
-        ordered = [d for d in self.detectors if d.key_kind is None] + [
-            d for d in self.detectors if d.key_kind is not None
-        ]
+        # stateless, then the stateful ones of ``front`` (class names), then the
+        # rest: the order alerts of one event come out in, whichever process
+        # runs which group
+        self.front = frozenset(front)
+        ordered = (
+            [d for d in self.detectors if d.key_kind is None]
+            + [d for d in self.detectors if d.key_kind is not None and type(d).__name__ in self.front]
+            + [d for d in self.detectors if d.key_kind is not None and type(d).__name__ not in self.front]
+        )
         self.by_type: dict[str, list[Detector]] = {
             etype: [d for d in ordered if not d.event_types or etype in d.event_types] for etype in EVENT_TYPES
         }
@@ -65,40 +73,46 @@ class DetectStage:
             return (d.step, None if d.key_kind is None else d.key, self.states[d.name], d.initial_state, type(d).__name__)
 
         self._plan = {etype: [entry(d) for d in dets] for etype, dets in self.by_type.items()}
-        self._stateless_plan = {
-            etype: [entry(d) for d in dets if d.key_kind is None] for etype, dets in self.by_type.items()
+        def in_reader(d: Detector) -> bool:
+            return d.key_kind is None or type(d).__name__ in self.front
+
+        self._reader_plan = {
+            etype: [entry(d) for d in dets if in_reader(d)] for etype, dets in self.by_type.items()
         }
-        self._stateful_plan = {
-            etype: [entry(d) for d in dets if d.key_kind is not None] for etype, dets in self.by_type.items()
+        self._rest_plan = {
+            etype: [entry(d) for d in dets if not in_reader(d)] for etype, dets in self.by_type.items()
         }
 
-    def stateless_alerts(self, ev: Any) -> list[Alert]:
-        """The alerts of the stateless detectors on ``ev``, not yet deduplicated
-        (pass them to :meth:`process` with the event, in event-time order)."""
-        out: list[Alert] = NO_ALERTS
-        for step, _, _, _, name in self._stateless_plan[ev.type]:
-            try:
-                _, alerts = step(None, ev)
-            except Exception:
-                self._detector_failed(name, ev)
-                continue
-            if alerts:
-                out = alerts if out is NO_ALERTS else out + alerts
+    def reader_alerts(self, ev: Any, event_time: float) -> list[Alert]:
+        """The alerts of the stateless and ``front`` detectors on ``ev``, not yet
+        deduplicated. Call it in event-time order, and pass its result to
+        :meth:`process` with the same event, in the same order, in the stage
+        that runs the rest (its own instance, maybe in another process)."""
+        out = self._run(self._reader_plan[ev.type], ev, event_time, NO_ALERTS, dedup=False)
+        self._since_sweep += 1
+        if self._since_sweep >= self.sweep_every:
+            self.expire(event_time)
         return out
 
-    def process(self, ev: Any, event_time: float, stateless: Optional[list[Alert]] = None) -> list[Alert]:
+    def process(self, ev: Any, event_time: float, reader: Optional[list[Alert]] = None) -> list[Alert]:
         """Run every subscribed detector on one event (in event-time order).
 
-        With ``stateless`` (what :meth:`stateless_alerts` gave for this event,
-        computed elsewhere) only the stateful detectors run here.
+        With ``reader`` (what :meth:`reader_alerts` gave for this event,
+        computed elsewhere) only the other detectors run here.
         """
-        out: list[Alert] = NO_ALERTS
-        if stateless is None:
-            plan = self._plan[ev.type]
+        if reader is None:
+            out = self._run(self._plan[ev.type], ev, event_time, NO_ALERTS, dedup=True)
         else:
-            plan = self._stateful_plan[ev.type]
-            if stateless:
-                out = self._new(stateless) or NO_ALERTS
+            first = (self._new(reader) or NO_ALERTS) if reader else NO_ALERTS
+            out = self._run(self._rest_plan[ev.type], ev, event_time, first, dedup=True)
+        self._since_sweep += 1
+        if self._since_sweep >= self.sweep_every:
+            self.expire(event_time)
+        return out
+
+    def _run(
+        self, plan: list[tuple[Any, ...]], ev: Any, event_time: float, out: list[Alert], dedup: bool
+    ) -> list[Alert]:
         for step, key_of, table, initial, name in plan:
             try:
                 if key_of is None:
@@ -118,12 +132,9 @@ class DetectStage:
                 self._detector_failed(name, ev)
                 continue
             if alerts:
-                fresh = self._new(alerts)
+                fresh = self._new(alerts) if dedup else alerts
                 if fresh:
                     out = fresh if out is NO_ALERTS else out + fresh
-        self._since_sweep += 1
-        if self._since_sweep >= self.sweep_every:
-            self.expire(event_time)
         return out
 
     def _detector_failed(self, name: str, ev: Any) -> None:

@@ -18,11 +18,13 @@ Two stages, which may run in two processes (:func:`detect_file`):
 
 In one process they alternate; with a file on a machine with two or more
 cores, stage 1 runs in a child process and the batches cross a pipe. The
-child, which validates every line anyway, also runs the stateless detectors
-on it (they need nothing but the event; see streams/detect.py) and sends
-their alerts along with the line, so the work is shared between two cores.
-Both give the same batches in the same order, and the alerts of one event in
-the same order, hence the same bytes out.
+child, which validates every line anyway, keeps the decoded events in its
+reorder buffer and, as it releases them in event-time order, also runs the
+stateless detectors and the stateful ones of :data:`READER_DETECTORS` on
+them (streams/detect.py, ``reader_alerts``), sending their alerts along with
+each line; the parent runs the other detectors. The work is shared between
+two cores. Both give the same batches in the same order, and the alerts of
+one event in the same order, hence the same bytes out.
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ _DROP_EVERY = 64 << 20
 
 #: below this, starting a second process costs more than it saves
 TWO_PROCESSES_FROM_BYTES = 8 << 20
+
+#: stateful detectors (class names) the reader process runs in the
+#: two-process mode, beside validation and the stateless ones: chosen so the
+#: two processes take about the same time per event (bench/bench_detect.py
+#: --breakdown gives each detector's cost). Part of the output's definition
+#: (the order alerts of one event come out in), so fixed.
+READER_DETECTORS = ("DefinitionDrift", "ToolShadowing", "TokenReuseAcrossAudiences", "NewClient")
 
 # one item: (event time or None, line number, raw line, verdict) where the
 # verdict is None (not validated yet), True (validated by stage 1), a list of
@@ -92,26 +101,34 @@ def ordered_batches(
     stats: OrderStats,
     *,
     validate: bool = False,
-    stateless: Optional[Callable[[Any], list[bytes]]] = None,
+    detect: Optional[Callable[[Any, float], list[bytes]]] = None,
 ) -> Iterator[list[Item]]:
     """Stage 1: batches of raw lines in event-time order (within the lateness).
 
     With ``validate`` each line is validated here (the second process has the
     time to spare) and stage 2 only decodes; without, stage 1 only peeks at
-    the time. With ``stateless`` too, it is called on each valid event and
-    its result (alert lines) is the verdict. A line that is invalid, or whose
-    time cannot be read, is passed on at once for stage 2 to report; blank
-    lines are skipped.
+    the time. With ``detect`` too, it is called on each valid event as it is
+    released, in event-time order, and its result (alert lines) is the
+    verdict. A line that is invalid, or whose time cannot be read, is passed
+    on at once for stage 2 to report; blank lines are skipped.
     """
     buffer = ReorderBuffer(lateness_s)
     number = 0
+    keep_event = validate and detect is not None
+
+    def batch(ready: list[Any]) -> list[Item]:
+        if not keep_event:
+            return [(t, n, raw, v) for t, _, (n, raw, v) in ready]
+        # the verdict slot holds the decoded event until its release
+        return [(t, n, raw, detect(v, t)) for t, _, (n, raw, v) in ready]  # type: ignore[misc]
+
     for number, line in enumerate(lines, start=1):
         verdict: Any = None
         if validate:
             try:
                 ev = decode_event(line)
                 event_time: Optional[float] = ev.time.timestamp()
-                verdict = True if stateless is None else stateless(ev)
+                verdict = ev if keep_event else True
             except InvalidEvent as exc:
                 event_time, verdict = None, str(exc)
         else:
@@ -124,10 +141,10 @@ def ordered_batches(
         if number % RELEASE_EVERY == 0:
             ready = buffer.pop_ready()
             if ready:
-                yield [(t, n, raw, v) for t, _, (n, raw, v) in ready]
+                yield batch(ready)
     for ready in (buffer.pop_ready(), buffer.drain()):
         if ready:
-            yield [(t, n, raw, v) for t, _, (n, raw, v) in ready]
+            yield batch(ready)
     stats.lines = number
     stats.late_events = buffer.late_events
 
@@ -143,7 +160,7 @@ class _Detector:
         on_progress: Optional[Callable[[int], None]],
         progress_every: int,
     ):
-        self.pipeline = Pipeline(settings)
+        self.pipeline = Pipeline(settings, front=READER_DETECTORS)
         self.out = out
         self.on_invalid = on_invalid
         self.on_progress = on_progress
@@ -160,7 +177,7 @@ class _Detector:
         size = 0
         for event_time, number, line, verdict in items:
             size += len(line)
-            stateless = None
+            reader = None
             try:
                 if verdict is True:
                     ev = decode_validated(line)
@@ -168,7 +185,7 @@ class _Detector:
                     ev = decode_event(line)
                 elif isinstance(verdict, list):
                     ev = decode_validated(line)
-                    stateless = [Alert.model_validate_json(a) for a in verdict] if verdict else NO_ALERTS
+                    reader = [Alert.model_validate_json(a) for a in verdict] if verdict else NO_ALERTS
                 else:
                     raise InvalidEvent(verdict)
             except InvalidEvent as exc:
@@ -180,7 +197,7 @@ class _Detector:
             if not admit(enrich(ev)):
                 continue
             at = event_time if event_time is not None else ev.time.timestamp()
-            for alert in process(ev, at, stateless):
+            for alert in process(ev, at, reader):
                 out.write(alert_line(alert))
                 report.by_rule[alert.rule_id] = report.by_rule.get(alert.rule_id, 0) + 1
                 report.alerts += 1
@@ -220,13 +237,17 @@ def detect_lines(
     return detector.finish(stats)
 
 
-def _stateless_in_child(settings: Settings) -> Callable[[Any], list[bytes]]:
-    """Enrich an event and run the stateless detectors on it; their alerts as JSON lines."""
-    pipeline = Pipeline(settings)
-    enrich, stateless_alerts = pipeline.enricher, pipeline.detect.stateless_alerts
+def _reader_detect(settings: Settings) -> Callable[[Any, float], list[bytes]]:
+    """For the reader process: enrich a released event, drop redeliveries (as
+    the parent will: same events, same order) and run the reader's detectors;
+    their alerts as JSON lines."""
+    pipeline = Pipeline(settings, front=READER_DETECTORS)
+    enrich, admit, reader_alerts = pipeline.enricher, pipeline.admit, pipeline.detect.reader_alerts
 
-    def run(ev: Any) -> list[bytes]:
-        alerts = stateless_alerts(enrich(ev))
+    def run(ev: Any, event_time: float) -> list[bytes]:
+        if not admit(enrich(ev)):
+            return []
+        alerts = reader_alerts(ev, event_time)
         return [a.model_dump_json().encode("utf-8") for a in alerts] if alerts else []
 
     return run
@@ -254,10 +275,10 @@ def _order_in_child(path: str, settings: Settings, conn: Any) -> None:
 
     try:
         stats = OrderStats()
-        stateless = _stateless_in_child(settings)
+        detect = _reader_detect(settings)
         with open(path, "rb") as handle:
             batches = ordered_batches(
-                lines_noting_offsets(handle), settings.allowed_lateness_s, stats, validate=True, stateless=stateless
+                lines_noting_offsets(handle), settings.allowed_lateness_s, stats, validate=True, detect=detect
             )
             for items in batches:
                 conn.send_bytes(encode([(t, n, offsets.pop(n), len(raw), v) for t, n, raw, v in items]))
