@@ -101,6 +101,7 @@ class FailureBurst(Detector):
     severities = {"auth.failure_burst": "medium"}
     event_types = frozenset({"auth.token", "auth.challenge"})
     key_kind = "client"
+    outcomes = {"auth.token": frozenset({"denied"})}
     Params = FailureBurstParams
 
     def key(self, ev: Any) -> Optional[str]:
@@ -452,6 +453,7 @@ class ScopeEscalation(Detector):
     severities = {"auth.scope_escalation": "medium"}
     event_types = frozenset({"mcp.tool_call", "auth.token", "auth.token_issued"})
     key_kind = "principal"
+    outcomes = {"mcp.tool_call": frozenset({"denied"}), "auth.token": frozenset({"ok"})}
     Params = ScopeEscalationParams
 
     def key(self, ev: Any) -> Optional[str]:

@@ -51,6 +51,7 @@ class AudienceMismatch(Detector):
     severities = {"auth.audience_mismatch": "high"}
     event_types = frozenset({"auth.token"})
     key_kind = None
+    outcomes = {"auth.token": frozenset({"ok"})}
 
     def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
         if not _accepted_token(ev) or ev.server is None or not ev.server.resource:
@@ -197,6 +198,7 @@ class ExpiredTokenAccepted(Detector):
     severities = {"auth.expired_token_accepted": "high"}
     event_types = frozenset({"auth.token"})
     key_kind = None
+    outcomes = {"auth.token": frozenset({"ok"})}
     Params = ExpiredTokenParams
 
     def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
@@ -242,6 +244,7 @@ class WeakTokenAccepted(Detector):
     severities = {"auth.weak_token_accepted": "medium"}
     event_types = frozenset({"auth.token"})
     key_kind = None
+    outcomes = {"auth.token": frozenset({"ok"})}
 
     def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
         token = ev.token
@@ -301,6 +304,7 @@ class RevokedTokenUsed(Detector):
     severities = {"auth.revoked_token_used": "high"}
     event_types = frozenset({"auth.token", "auth.token_revoked"})
     key_kind = "tenant"
+    outcomes = {"auth.token": frozenset({"ok"})}
     Params = RevokedTokenParams
 
     def key(self, ev: Any) -> Optional[str]:
@@ -433,6 +437,7 @@ class CrossTenant(Detector):
     severities = {"auth.cross_tenant": "high"}
     event_types = frozenset({"auth.token"}) | _MCP_TYPES
     key_kind = "principal"
+    outcomes = {"auth.token": frozenset({"ok"})}
 
     def key(self, ev: Any) -> Optional[str]:
         principal = ev.principal

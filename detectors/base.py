@@ -93,6 +93,11 @@ class Detector:
     severities: ClassVar[dict[str, str]] = {}
     #: event types it reads; every event of another type skips it
     event_types: ClassVar[frozenset[str]] = frozenset()
+    #: for some of its event types, the only ``outcome.status`` values it reads
+    #: (``None`` standing for an event without an outcome): the runner does not
+    #: call it on other events of that type, e.g. ``{"mcp.tool_call":
+    #: frozenset({"error", "denied"})}`` skips the calls that went through
+    outcomes: ClassVar[dict[str, frozenset[Optional[str]]]] = {}
     #: the entity its state is keyed by (one of KEY_KINDS), or None if stateless
     key_kind: ClassVar[Optional[str]] = None
     #: its thresholds, with the spec's defaults

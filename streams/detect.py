@@ -30,6 +30,9 @@ __all__ = ["DetectStage"]
 
 log = logging.getLogger("mcpsift.detect")
 
+#: the values ``outcome.status`` may take (None: no outcome), see Detector.outcomes
+OUTCOME_STATUSES: tuple[Optional[str], ...] = (None, "ok", "error", "denied")
+
 
 class DetectStage:
     def __init__(
@@ -70,25 +73,38 @@ class DetectStage:
         # per event type: (step, key function or None, state table, initial state, name)
         # bound once, because this loop runs for every event
         def entry(d: Detector) -> tuple[Any, ...]:
-            return (d.step, None if d.key_kind is None else d.key, self.states[d.name], d.initial_state, type(d).__name__)
+            key = None if d.key_kind is None else d.key
+            return (d.step, key, self.states[d.name], d.initial_state, type(d).__name__)
 
-        self._plan = {etype: [entry(d) for d in dets] for etype, dets in self.by_type.items()}
         def in_reader(d: Detector) -> bool:
             return d.key_kind is None or type(d).__name__ in self.front
 
-        self._reader_plan = {
-            etype: [entry(d) for d in dets if in_reader(d)] for etype, dets in self.by_type.items()
-        }
-        self._rest_plan = {
-            etype: [entry(d) for d in dets if not in_reader(d)] for etype, dets in self.by_type.items()
-        }
+        def plans(keep: Any) -> dict[str, dict[Optional[str], list[tuple[Any, ...]]]]:
+            # event type -> outcome status -> the detectors to run, in order
+            return {
+                etype: {
+                    status: [
+                        entry(d)
+                        for d in dets
+                        if keep(d) and (etype not in d.outcomes or status in d.outcomes[etype])
+                    ]
+                    for status in OUTCOME_STATUSES
+                }
+                for etype, dets in self.by_type.items()
+            }
+
+        self._plan = plans(lambda d: True)
+        self._reader_plan = plans(in_reader)
+        self._rest_plan = plans(lambda d: not in_reader(d))
 
     def reader_alerts(self, ev: Any, event_time: float) -> list[Alert]:
         """The alerts of the stateless and ``front`` detectors on ``ev``, not yet
         deduplicated. Call it in event-time order, and pass its result to
         :meth:`process` with the same event, in the same order, in the stage
         that runs the rest (its own instance, maybe in another process)."""
-        out = self._run(self._reader_plan[ev.type], ev, event_time, NO_ALERTS, dedup=False)
+        outcome = ev.outcome
+        plan = self._reader_plan[ev.type][outcome.status if outcome is not None else None]
+        out = self._run(plan, ev, event_time, NO_ALERTS, dedup=False)
         self._since_sweep += 1
         if self._since_sweep >= self.sweep_every:
             self.expire(event_time)
@@ -100,11 +116,13 @@ class DetectStage:
         With ``reader`` (what :meth:`reader_alerts` gave for this event,
         computed elsewhere) only the other detectors run here.
         """
+        outcome = ev.outcome
+        status = outcome.status if outcome is not None else None
         if reader is None:
-            out = self._run(self._plan[ev.type], ev, event_time, NO_ALERTS, dedup=True)
+            out = self._run(self._plan[ev.type][status], ev, event_time, NO_ALERTS, dedup=True)
         else:
             first = (self._new(reader) or NO_ALERTS) if reader else NO_ALERTS
-            out = self._run(self._rest_plan[ev.type], ev, event_time, first, dedup=True)
+            out = self._run(self._rest_plan[ev.type][status], ev, event_time, first, dedup=True)
         self._since_sweep += 1
         if self._since_sweep >= self.sweep_every:
             self.expire(event_time)

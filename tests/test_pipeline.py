@@ -62,3 +62,40 @@ def test_idle_state_expires_by_event_time() -> None:
     assert p.detect.expire(now=p.buffer.max_time + 3600) < held  # sessions and tokens of the hour stay
     assert p.detect.expire(now=2_000_000_000.0) > 0  # years later: everything is gone
     assert p.detect.state_size() == 0
+
+
+def test_outcome_filters_and_the_reader_split_keep_every_alert() -> None:
+    """A detector declaring ``outcomes`` only sees those statuses; splitting the
+    catalogue between reader_alerts and process gives the alerts of one run."""
+    from mcpsift.detectors.base import NO_ALERTS, Detector
+    from mcpsift.streams.detect import DetectStage
+
+    seen: list[tuple[str, object]] = []
+
+    class DeniedCallsOnly(Detector):
+        rule_ids = ("x.denied",)
+        severities = {"x.denied": "low"}
+        event_types = frozenset({"mcp.tool_call", "auth.token"})
+        outcomes = {"mcp.tool_call": frozenset({"denied"})}
+        key_kind = None
+
+        def step(self, state, ev):
+            seen.append((ev.type, ev.outcome.status if ev.outcome else None))
+            return state, NO_ALERTS
+
+    stage = DetectStage([DeniedCallsOnly()])
+    p = Pipeline(Settings())
+    for line in EXAMPLES:
+        ev = p.validate(line)
+        stage.process(ev, ev.time.timestamp())
+    assert seen and all(s == "denied" for t, s in seen if t == "mcp.tool_call")
+    assert any(t == "auth.token" for t, _ in seen)  # types without a filter: every outcome
+
+    whole = _run(Pipeline(Settings()), EXAMPLES)
+    reader, rest = Pipeline(Settings(), front=("NewClient",)), Pipeline(Settings(), front=("NewClient",))
+    split = []
+    for line in EXAMPLES:
+        ev = reader.validate(line)
+        at = ev.time.timestamp()
+        split.extend(rest.detect.process(rest.validate(line), at, reader.detect.reader_alerts(ev, at)))
+    assert sorted(a.alert_id for a in split) == sorted(a.alert_id for a in whole)
