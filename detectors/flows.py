@@ -15,7 +15,7 @@ from pydantic import Field
 
 from mcpsift.alerts import Alert
 
-from .base import NO_ALERTS, Detector, Params, session_key
+from .base import NO_ALERTS, Detector, Params
 from .timing import event_ts
 
 __all__ = ["DETECTORS", "FlowExfiltration", "ErrorBurst", "LEG_LABELS"]
@@ -89,21 +89,50 @@ class FlowExfiltration(Detector):
 
     def __init__(self, params: Optional[Params] = None, tenant_params: Optional[dict[str, Params]] = None):
         super().__init__(params, tenant_params)
-        # the role found by key() for the event step() is about to see (one event at a time)
-        self._leg: tuple[Any, Optional[str]] = (None, None)
+        # the role key() found for the event step() is about to see (one event at a time):
+        # the event and its role, kept apart so no tuple is made per call
+        self._leg_ev: Any = None
+        self._leg: Optional[str] = None
+        #: whether any labels are configured (for the rule or a tenant): without, the annotations decide
+        self._labelled = bool(self.params.labels) or any(p.labels for p in self.tenant_params.values())
 
     def key(self, ev: Any) -> Optional[str]:
-        if ev.type == "mcp.session_end":
-            leg = None
-        else:
-            leg = tool_leg(ev, (self.params_for(ev.tenant) if self.tenant_params else self.params).labels)
+        # tool_leg(), inlined and reordered (the role first, the outcome only of a
+        # call with one): this runs for every tool call, and most play no role or
+        # play one that needs nothing but the lookup of the session's state
+        if ev.type == "mcp.tool_call":
+            tool = ev.tool
+            leg = self._label(ev, tool) if self._labelled else None
             if leg is None:
-                return None  # a call that plays no role needs no state: skip the lookup
-        self._leg = (ev, leg)
+                annotations = tool.annotations
+                if not annotations:
+                    return None
+                if annotations.get("openWorldHint") is True:
+                    leg = _UNTRUSTED if annotations.get("readOnlyHint") is True else _SINK
+                elif annotations.get("readOnlyHint") is True:
+                    leg = _PRIVATE
+                else:
+                    return None  # a call that plays no role needs no state: skip the lookup
+            outcome = ev.outcome
+            if outcome is not None:
+                status = outcome.status
+                if status != "ok" and status is not None:
+                    return None  # failed or refused: moved no data
+            self._leg_ev = ev
+            self._leg = leg
         session = ev.session
         if session is None or not session.id:
             return None
         return f"{ev.tenant}|{session.id}"  # base.session_key, inlined
+
+    def _label(self, ev: Any, tool: Any) -> Optional[str]:
+        """The configured role of the call's tool (``server:tool`` before ``tool``), or None."""
+        labels = (self.params_for(ev.tenant) if self.tenant_params else self.params).labels
+        if not labels:
+            return None
+        server = ev.server
+        name = server.name if server is not None else None
+        return (labels.get(f"{name}:{tool.name}") if name else None) or labels.get(tool.name)
 
     def state_ttl_s(self) -> float:
         return max([self.params.idle_s, *(p.idle_s for p in self.tenant_params.values())])
@@ -114,25 +143,27 @@ class FlowExfiltration(Detector):
         return {"u": None, "p": None, "done": []}
 
     def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
-        if ev.type == "mcp.session_end":
+        if self._leg_ev is ev:  # a tool call key() just saw
+            leg = self._leg
+        elif ev.type == "mcp.session_end":
             return self.initial_state(), NO_ALERTS  # what the session read is gone with it
-        params = self.params_for(ev.tenant) if self.tenant_params else self.params
-        known = self._leg
-        leg = known[1] if known[0] is ev else tool_leg(ev, params.labels)
-        name = ev.tool.name
+        else:  # step without key() just before (another process computed the key)
+            leg = tool_leg(ev, (self.params_for(ev.tenant) if self.tenant_params else self.params).labels)
         if leg == _PRIVATE:
-            state["p"] = [event_ts(ev), ev.event_id, name]
+            state["p"] = [event_ts(ev), ev.event_id, ev.tool.name]
             return state, NO_ALERTS
         if leg == _UNTRUSTED:
             if state["u"] is None:
-                state["u"] = [ev.event_id, name]
+                state["u"] = [ev.event_id, ev.tool.name]
             return state, NO_ALERTS
         untrusted, private = state["u"], state["p"]
-        if untrusted is None or private is None:
+        if untrusted is None or private is None or leg is None:
             return state, NO_ALERTS
+        params = self.params_for(ev.tenant) if self.tenant_params else self.params
         elapsed = event_ts(ev) - private[0]
         if elapsed > params.window_s:
             return state, NO_ALERTS
+        name = ev.tool.name
         triple = f"{untrusted[1]}|{private[2]}|{name}"
         if triple in state["done"]:
             return state, NO_ALERTS
@@ -186,10 +217,17 @@ class ErrorBurst(Detector):
     Params = ErrorBurstParams
 
     def key(self, ev: Any) -> Optional[str]:
-        outcome = ev.outcome
-        if outcome is None or outcome.status not in _FAILED:
-            return None  # successful calls need no state
-        return session_key(ev)
+        # successful calls need no state: for most calls this is one comparison
+        try:
+            status = ev.outcome.status
+        except AttributeError:  # no outcome
+            return None
+        if status == "ok" or status not in _FAILED:
+            return None
+        session = ev.session
+        if session is None or not session.id:
+            return None
+        return f"{ev.tenant}|{session.id}"  # base.session_key, inlined
 
     def state_ttl_s(self) -> float:
         params = [self.params, *self.tenant_params.values()]

@@ -23,6 +23,7 @@ import copy
 import datetime as _dt
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -157,6 +158,12 @@ class UnusualSequence(Detector):
         #: tenant -> its state from a model file (seeds the tenant's state on its first event)
         self.file_models: dict[str, Any] = {}
         self.model_file: Optional[Path] = None
+        # what step()'s common path reads, out of the (pydantic) params once (with
+        # thresholds per tenant, no count reaches _seen_enough: every call takes
+        # the general path, _observe() with the tenant's thresholds)
+        self._seen_enough = self.params.seen_enough if not self.tenant_params else sys.maxsize
+        self._window = self.params.window
+        self._max_calls = self.params.max_session_calls
 
     # -- models ------------------------------------------------------------
 
@@ -190,16 +197,42 @@ class UnusualSequence(Detector):
         return {"init": False, "m": M.new_markov(), "cl": {}, "cn": {}, "open": {}, "swept": 0.0}
 
     def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
-        if not state["init"]:
-            self._seed(state, ev.tenant)
-        params = self.params_for(ev.tenant) if self.tenant_params else self.params
+        # (a new state is seeded from its model file in _step_slow: its first event has no open session)
         now = event_ts(ev)
-        opened: dict[str, list[Any]] = state["open"]
         if now - state["swept"] >= _SWEEP_S:
             state["swept"] = now
-            self._sweep(state, now, params)
+            self._sweep(state, now, self.params_for(ev.tenant))
+        sess = state["open"].get(ev.session.id)
+        if sess is not None and ev.type == "mcp.tool_call":
+            # the common path, _observe() inlined (a few dict and list operations): a
+            # call of an open session whose transition was seen before, with no rarely
+            # seen one in the window, nothing to score. The model is the tenant's, or
+            # the client's for a session scored by its client's (None if that went
+            # to a busier client since: _observe() falls back to the tenant's)
+            model = state["cl"].get(sess[_S_CLIENT]) if sess[_S_OWN] else state["m"]
+            if model is not None:
+                sess[_S_LAST] = now
+                names: list[str] = sess[_S_NAMES]
+                name = ev.tool.name
+                key = f"{names[-1]}{_SEP}{name}"
+                if (
+                    model["c"].get(key, 0) >= self._seen_enough
+                    and sess[_S_RARE] + self._window <= len(names) <= self._max_calls
+                ):
+                    names.append(name)
+                    sess[_S_KEYS].append(key)
+                    sess[_S_IDS].append(ev.event_id)
+                    return state, NO_ALERTS
+                return state, self._observe(state, sess, name, ev.event_id, ev, self.params_for(ev.tenant))
+        return self._step_slow(state, ev, sess, now)
+
+    def _step_slow(self, state: Any, ev: Any, sess: Optional[list[Any]], now: float) -> tuple[Any, list[Alert]]:
+        """A session's end, its first call, or a call the common path does not take."""
+        if not state["init"]:
+            self._seed(state, ev.tenant)
+        params = self.params_for(ev.tenant)
+        opened: dict[str, list[Any]] = state["open"]
         sid = ev.session.id
-        sess = opened.get(sid)
         if ev.type == "mcp.session_end":
             if sess is None:
                 return state, NO_ALERTS  # a session without tool calls has no sequence
@@ -217,21 +250,6 @@ class UnusualSequence(Detector):
             sess = opened[sid] = [now, [M.START], [""], 0, client, own, _NO_RARE, [0.0, 0.0], []]
         else:
             sess[_S_LAST] = now
-            if not sess[_S_OWN]:
-                # the common path, inlined from _observe: a transition seen before,
-                # no rarely seen one in the window, nothing to score
-                names: list[str] = sess[_S_NAMES]
-                name = ev.tool.name
-                key = names[-1] + _SEP + name
-                if (
-                    state["m"]["c"].get(key, 0) >= params.seen_enough
-                    and len(names) - sess[_S_RARE] >= params.window
-                    and len(names) <= params.max_session_calls
-                ):
-                    names.append(name)
-                    sess[_S_KEYS].append(key)
-                    sess[_S_IDS].append(ev.event_id)
-                    return state, NO_ALERTS
         return state, self._observe(state, sess, ev.tool.name, ev.event_id, ev, params)
 
     # -- scoring --------------------------------------------------------------
@@ -304,9 +322,7 @@ class UnusualSequence(Detector):
         for i, model in enumerate((state["m"], client)):
             if model is None:
                 continue
-            score = M.max_window_mean(
-                M.sequence_surprises(model, keys, params.alpha, frozen=True), params.window
-            )
+            score = M.frozen_window_score(model, keys, params.alpha, params.window)
             best[i] = max(best[i], score)
             M.learn_sequence(model, keys)
         sess[_S_RARE] -= len(names) - 1
@@ -324,22 +340,28 @@ class UnusualSequence(Detector):
         keys = sess[_S_KEYS]
         best = sess[_S_BEST]
         own = sess[_S_OWN] and client_model is not None
-        for i, (model, needed) in enumerate(((state["m"], params.min_sessions), (client_model, params.client_min_sessions))):
-            if model is None:
-                continue
-            # calibrate a model on the sessions it scores: the tenant's on sessions of
-            # clients without a model in use, a client's on its own sessions (from half
-            # way to its maturity, when the tenant's model still scores them)
-            if model["s"] >= needed // 2 and ((own or model["s"] < needed) if i else not own):
-                # the session's rarest window under this model, for its calibration
-                score = M.max_window_mean(
-                    M.sequence_surprises(model, keys, params.alpha, frozen=True), params.window
-                )
-                M.record_score(model, max(score, best[i]), params.calibration_sessions)
-            M.learn_sequence(model, keys)
-            model["s"] += 1
-            if model["s"] in (needed // 2, needed) or model["s"] - model["cal"] >= params.recalibrate_every:
-                M.calibrate(model, params.quantile, params.min_surprise, params.alpha, params.margin)
+        # calibrate a model on the sessions it scores: the tenant's on sessions of
+        # clients without a model in use, a client's on its own sessions (from half
+        # way to its maturity, when the tenant's model still scores them)
+        model = state["m"]
+        needed = params.min_sessions
+        self._learn(model, keys, not own and model["s"] >= needed // 2, best[0], needed, params)
+        if client_model is not None:
+            needed = params.client_min_sessions
+            done = client_model["s"]
+            self._learn(client_model, keys, done >= needed // 2 and (own or done < needed), best[1], needed, params)
+
+    @staticmethod
+    def _learn(model: dict[str, Any], keys: list[str], scored: bool, best: float, needed: int, params: Any) -> None:
+        """Learn a completed session into ``model``, after recording its score for calibration if ``scored``."""
+        if scored:
+            # the session's rarest window under this model, for its calibration
+            score = M.frozen_window_score(model, keys, params.alpha, params.window)
+            M.record_score(model, max(score, best), params.calibration_sessions)
+        M.learn_sequence(model, keys)
+        done = model["s"] = model["s"] + 1
+        if done == needed // 2 or done == needed or done - model["cal"] >= params.recalibrate_every:
+            M.calibrate(model, params.quantile, params.min_surprise, params.alpha, params.margin)
 
     def _client_model(self, state: Any, client_id: str, params: Any) -> Optional[dict[str, Any]]:
         """The client's model, made when it is among the busiest ``max_client_models`` clients."""
@@ -508,11 +530,12 @@ class VolumeAnomaly(Detector):
         return max([self.params.memory_s, *(p.memory_s for p in self.tenant_params.values())])
 
     def initial_state(self) -> Any:
-        # min: the open minute; cur: principal -> its counters in that minute;
+        # min: the open minute (nx: where the next one starts); cur: principal -> its counters in that minute;
         # p: principal -> baseline; if: the forest's training vectors and fit
         return {
             "init": False,
             "min": None,
+            "nx": None,
             "cur": {},
             "p": {},
             "if": {"train": [], "pend": [], "fit": 0, "at": None, "thr": None, "src": None},
@@ -520,16 +543,14 @@ class VolumeAnomaly(Detector):
         }
 
     def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
-        if not state["init"]:
-            self._seed(state, ev.tenant)
         now = event_ts(ev)
-        minute = int(now // 60.0)
         alerts = NO_ALERTS
-        if minute != state["min"]:
-            if state["min"] is None or minute > state["min"]:
-                alerts = self._close_minute(state, ev.tenant)
-                state["min"] = minute
-            # else: an event later than the allowed lateness: counted in the open minute
+        try:
+            later = state["nx"]  # where the minute after the open one starts (None before the first)
+        except KeyError:  # a snapshot of a version without it
+            later = state["nx"] = None if state["min"] is None else (state["min"] + 1) * 60.0
+        if later is None or now >= later:  # (an earlier minute: counted in the open one)
+            alerts = self._next_minute(state, ev.tenant, now)
         principal = ev.principal
         if principal is None:
             return state, alerts
@@ -539,20 +560,36 @@ class VolumeAnomaly(Detector):
             return state, alerts
         rec = state["cur"].get(pkey)
         if rec is None:
-            rec = state["cur"][pkey] = [0, 0, [], [], "", now, subject, principal.client_id, now]
-        rec[_C_CALLS] += 1
+            rec = state["cur"][pkey] = [0, 0, {}, [], "", now, subject, principal.client_id, now]
+        calls = rec[_C_CALLS] = rec[_C_CALLS] + 1
         outcome = ev.outcome
-        if outcome is not None and outcome.status in _FAILED:
-            rec[_C_ERRORS] += 1
-        tools: list[str] = rec[_C_TOOLS]
+        if outcome is not None:
+            status = outcome.status
+            if status != "ok" and status in _FAILED:
+                rec[_C_ERRORS] += 1
+        tools: dict[str, None] = rec[_C_TOOLS]  # distinct tool names (a dict: one lookup)
         name = ev.tool.name
         if name not in tools and len(tools) < _MAX_TOOLS:
-            tools.append(name)
-        if rec[_C_CALLS] <= _MINUTE_IDS:
-            rec[_C_IDS].append(ev.event_id)
-        rec[_C_LAST_ID] = ev.event_id
+            try:
+                tools[name] = None
+            except TypeError:  # a list, in a snapshot of an older version
+                tools.append(name)  # type: ignore[attr-defined]
+        if calls <= _MINUTE_IDS:
+            rec[_C_IDS].append(ev.event_id)  # (the last id is in there too)
+        else:
+            rec[_C_LAST_ID] = ev.event_id
         rec[_C_LAST_T] = now
         return state, alerts
+
+    def _next_minute(self, state: Any, tenant: str, now: float) -> list[Alert]:
+        """The tenant's first event, or its first of a later minute: close the open minute."""
+        if not state["init"]:
+            self._seed(state, tenant)
+        minute = int(now // 60.0)
+        alerts = self._close_minute(state, tenant)
+        state["min"] = minute
+        state["nx"] = (minute + 1) * 60.0
+        return alerts
 
     # -- closing a minute -----------------------------------------------------
 
@@ -739,7 +776,7 @@ class VolumeAnomaly(Detector):
             )
             score = round(min(1.0, max(0.0, forest[0])), 4)
         ids = list(rec[_C_IDS])
-        if rec[_C_LAST_ID] not in ids:
+        if rec[_C_CALLS] > _MINUTE_IDS and rec[_C_LAST_ID] not in ids:
             ids.append(rec[_C_LAST_ID])
         return Alert(
             alert_id=make_alert_id("volume.anomaly", tenant, subject or rec[_C_CLIENT], minute),

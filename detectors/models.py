@@ -24,7 +24,7 @@ import math
 import os
 import struct
 from itertools import accumulate
-from operator import sub
+from operator import sub, truediv
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -40,6 +40,7 @@ __all__ = [
     "transition_surprise",
     "sequence_surprises",
     "max_window_mean",
+    "frozen_window_score",
     "sequence_score",
     "freeze",
     "record_score",
@@ -102,8 +103,8 @@ def transition_keys(names: Sequence[str]) -> list[str]:
 
 
 def split_key(key: str) -> tuple[str, str]:
-    i = key.index(SEP)
-    return key[:i], key[i + 1:]
+    prev, _, name = key.partition(SEP)
+    return prev, name
 
 
 def learn_sequence(model: dict[str, Any], keys: Sequence[str]) -> None:
@@ -120,17 +121,24 @@ def freeze(model: dict[str, Any], alpha: float) -> None:
     known transition's surprise ("fz"), each row's log denominator ("fd") and
     a never-seen row's ("fd0"): completed sessions are then scored for
     calibration with table lookups, and live transitions with one log."""
+    counts: dict[str, int] = model["c"]
     totals: dict[str, int] = {}
     vocab: set[str] = set()
-    for key, count in model["c"].items():
-        prev, nxt = split_key(key)
-        totals[prev] = totals.get(prev, 0) + count
+    prevs = []
+    get = totals.get
+    for key, count in counts.items():
+        prev, _, nxt = key.partition(SEP)  # split_key(), inlined
+        totals[prev] = get(prev, 0) + count
         vocab.add(nxt)
+        prevs.append(prev)
     unk = alpha * (len(vocab) + 1)
-    rows = {prev: math.log(total + unk) for prev, total in totals.items()}
+    log = math.log
+    rows = {prev: log(total + unk) for prev, total in totals.items()}
     model["fd"] = rows
-    model["fd0"] = math.log(unk)
-    model["fz"] = {k: round(rows[split_key(k)[0]] - math.log(c + alpha), 6) for k, c in model["c"].items()}
+    model["fd0"] = log(unk)
+    model["fz"] = {
+        key: round(rows[prev] - log(count + alpha), 6) for prev, (key, count) in zip(prevs, counts.items())
+    }
 
 
 def transition_surprise(model: dict[str, Any], key: str, alpha: float) -> float:
@@ -155,15 +163,39 @@ def sequence_surprises(model: dict[str, Any], keys: Sequence[str], alpha: float,
 
 def max_window_mean(surprises: Sequence[float], window: int) -> float:
     """The largest mean over windows of ``window`` consecutive values, each
-    window ending at one value (shorter at the start, where fewer precede it)."""
+    window ending at one value (shorter at the start, where fewer precede it).
+
+    The means are those of prefix sums, ``(prefix[j + window] - prefix[j]) / window``
+    and ``prefix[i] / i`` for the shorter windows at the start, so the result is
+    the same float whichever order they are compared in."""
     n = len(surprises)
     if n == 0:
         return 0.0
     prefix = [0.0, *accumulate(surprises)]
-    best = max(prefix[i] / i for i in range(1, min(window, n) + 1))
-    if n > window:
-        best = max(best, max(map(sub, prefix[window + 1:], prefix[1:-window])) / window)
+    if n < window:
+        return max(map(truediv, prefix[1:], range(1, n + 1)))
+    # every full window (the first is prefix[window] - 0.0, the window-long start), then
+    # the shorter ones at the start: dividing by window > 0 keeps the order of the sums
+    best = max(map(sub, prefix[window:], prefix)) / window
+    if window > 1:
+        best = max(best, max(map(truediv, prefix[1:window], range(1, window))))
     return best
+
+
+def frozen_window_score(model: dict[str, Any], keys: Sequence[str], alpha: float, window: int) -> float:
+    """``max_window_mean(sequence_surprises(model, keys, alpha, frozen=True), window)``
+    in one call: what scoring a completed session for calibration costs."""
+    out = list(map(model["fz"].get, keys))
+    if None in out:  # transitions not seen by the last calibration: found by index, in C
+        rows, fallback, log_alpha = model["fd"], model["fd0"], math.log(alpha)
+        i = out.index(None)
+        while True:
+            out[i] = rows.get(keys[i].partition(SEP)[0], fallback) - log_alpha
+            try:
+                i = out.index(None, i + 1)
+            except ValueError:
+                break
+    return max_window_mean(out, window)  # type: ignore[arg-type]
 
 
 def sequence_score(

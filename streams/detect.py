@@ -24,6 +24,7 @@ from typing import Any, Iterable, Optional
 
 from mcpsift.alerts import Alert
 from mcpsift.detectors.base import NO_ALERTS, Detector
+from mcpsift.detectors.timing import prime
 from mcpsift.events import EVENT_TYPES
 
 __all__ = ["DetectStage"]
@@ -102,6 +103,7 @@ class DetectStage:
         deduplicated. Call it in event-time order, and pass its result to
         :meth:`process` with the same event, in the same order, in the stage
         that runs the rest (its own instance, maybe in another process)."""
+        prime(ev, event_time)
         outcome = ev.outcome
         plan = self._reader_plan[ev.type][outcome.status if outcome is not None else None]
         out = self._run(plan, ev, event_time, NO_ALERTS, dedup=False)
@@ -113,9 +115,15 @@ class DetectStage:
     def process(self, ev: Any, event_time: float, reader: Optional[list[Alert]] = None) -> list[Alert]:
         """Run every subscribed detector on one event (in event-time order).
 
+        ``event_time`` is ``ev.time.timestamp()`` as the runner ordered the
+        event by it (a live runner orders an event stamped beyond now +
+        lateness at now + lateness); detectors asking ``timing.event_ts(ev)``
+        get this value without converting the time again.
+
         With ``reader`` (what :meth:`reader_alerts` gave for this event,
         computed elsewhere) only the other detectors run here.
         """
+        prime(ev, event_time)
         outcome = ev.outcome
         status = outcome.status if outcome is not None else None
         if reader is None:

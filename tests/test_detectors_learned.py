@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
@@ -236,6 +237,58 @@ def test_a_client_with_enough_sessions_is_scored_by_its_own_model() -> None:
     assert "client https://ci-bot.example/client.json's threshold" in alerts[0].description
 
 
+def test_the_common_path_decides_as_the_general_one_for_tenant_and_client_models() -> None:
+    # thresholds per tenant (even equal ones) send every call through _observe(), the
+    # general path; without, most calls take step()'s inlined common path: same decisions
+    params = UnusualSequenceParams(min_sessions=60, client_min_sessions=60, max_session_calls=16, window=2)
+    stream, sequences = sequence_stream(260, seed=21, tools=8)
+    pairs = Counter(pair for names in sequences for pair in zip(names, names[1:]) if pair[0] != pair[1])
+    (a, b), _ = pairs.most_common(1)[0]  # the tenant's commonest transition
+    bot = "https://ci-bot.example/client.json"
+    at = stream.events[-1].time
+    rng = random.Random(4)
+    for i in range(140):  # a client of its own (its model in use from its 60th session), in long sessions too
+        at = stream.session([a] * rng.choice([2, 3, 20]), at + dt.timedelta(seconds=20), sid=f"b{i}", client=bot)
+    # the tenant's commonest transition, never made by the bot (new to its model only); then new to both
+    at = stream.session([a, a, a, b], at + dt.timedelta(seconds=30), sid="bot-odd", client=bot)
+    stream.session([a, "exfiltrate", "upload"], at + dt.timedelta(seconds=30), sid="odd", client=bot)
+    common, general = UnusualSequence(params), UnusualSequence(params, {"acme": params})
+    states, alerts = [], []
+    for detector in (common, general):
+        stage, found = run([detector], stream.events)
+        states.append(msgspec.json.encode(stage.snapshot()["states"]))
+        alerts.append([a.model_dump_json() for a in found])
+    assert alerts[0] == alerts[1] and states[0] == states[1]
+    assert {"bot-odd", "odd"} <= {json.loads(a)["session_id"] for a in alerts[0]}
+    assert tenant_state(stage, "tool.unusual_sequence")["cl"][bot]["s"] >= 140
+
+
+def test_window_scores_are_the_means_of_prefix_sums_whatever_the_shape() -> None:
+    def reference(surprises: list[float], window: int) -> float:  # the definition, as first written
+        if not surprises:
+            return 0.0
+        prefix = [0.0]
+        for value in surprises:
+            prefix.append(prefix[-1] + value)
+        means = [prefix[i] / i for i in range(1, min(window, len(surprises)) + 1)]
+        means += [(prefix[j + window] - prefix[j]) / window for j in range(1, len(surprises) - window + 1)]
+        return max(means)
+
+    rng = random.Random(8)
+    for n in range(0, 40):
+        for _ in range(40):
+            values = [rng.choice([rng.random() * 9, 1 / 3, 2.5, 7.0]) for _ in range(n)]
+            for window in range(1, 7):
+                assert M.max_window_mean(values, window) == reference(values, window)
+    model = M.new_markov()
+    M.learn_sequence(model, M.transition_keys([M.START, "a", "b", "a", "c", M.END]))
+    M.freeze(model, 0.1)
+    keys = M.transition_keys([M.START, "a", "b", "new", "a", "c", "d"])  # two transitions unseen at the freeze
+    for window in (1, 3, 5):
+        expected = M.max_window_mean(M.sequence_surprises(model, keys, 0.1, frozen=True), window)
+        assert M.frozen_window_score(model, keys, 0.1, window) == expected
+
+
 def test_a_long_session_is_learned_in_chunks_and_its_state_stays_bounded() -> None:
     params = {"tool.unusual_sequence": {"max_session_calls": 64}}
     stream = Stream()
@@ -342,6 +395,29 @@ def test_a_restored_snapshot_continues_exactly_as_an_uninterrupted_run() -> None
     got += alerts_of(second, events[len(events) // 2:]) + [a.alert_id for a in second.drain()]
     assert got == expected
     assert msgspec.json.encode(second.detect.snapshot()) == msgspec.json.encode(whole.detect.snapshot())
+
+
+def test_volume_state_of_the_previous_layout_restores_and_continues_the_same() -> None:
+    # the open minute's counters held their distinct tools in a list, and there was no "nx"
+    stream = Stream()
+    for subject, counts in (("cron@acme.example", [1] * 40 + [3, 1, 14, 1]), ("svc@acme.example", [12] * 44)):
+        _minutes(stream, subject, counts)
+    events = sorted(stream.events, key=lambda e: e.time)
+    expected = [a.model_dump_json() for a in run([VolumeAnomaly()], events)[1]]
+    assert expected
+    half = len(events) // 2 + 7  # within a minute: the open minute has counters
+    first, got = run([VolumeAnomaly()], events[:half])
+    snap = json.loads(msgspec.json.encode(first.snapshot()))
+    state = snap["states"]["volume.anomaly"]["acme"][0]
+    assert state["cur"]
+    del state["nx"]
+    for rec in state["cur"].values():
+        rec[2] = list(rec[2])
+    second = DetectStage([VolumeAnomaly()])
+    second.restore(snap)
+    for ev in events[half:]:
+        got.extend(second.process(ev, ev.time.timestamp()))
+    assert [a.model_dump_json() for a in got] == expected
 
 
 # --------------------------------------------------------------------------
