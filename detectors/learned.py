@@ -717,7 +717,10 @@ class VolumeAnomaly(Detector):
     @staticmethod
     def _calibrate(forest: M.Forest, train: list[list[float]], params: Any) -> float:
         """The anomaly score (-score_samples) that ``if_contamination`` of the training vectors reach."""
-        anomalies = sorted(-forest.score(v) for v in train)
+        scores = forest.training_scores
+        if scores is None or len(scores) != len(train):
+            scores = [forest.score(v) for v in train]
+        anomalies = sorted(-v for v in scores)
         rank = min(len(anomalies) - 1, max(0, math.ceil((1.0 - params.if_contamination) * len(anomalies)) - 1))
         return anomalies[rank]
 

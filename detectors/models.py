@@ -320,12 +320,15 @@ class Forest:
     value as ``IsolationForest.score_samples`` (higher = more normal, in
     [-1, 0)); the detector reports ``-score`` (0..1, higher = more anomalous)."""
 
-    __slots__ = ("trees", "max_samples", "_norm")
+    __slots__ = ("trees", "max_samples", "_norm", "training_scores")
 
     def __init__(self, trees: list[list[list[Any]]], max_samples: int):
         self.trees = trees
         self.max_samples = max_samples
         self._norm = _average_path_length(max_samples)
+        #: :meth:`score` of each training vector, when scikit-learn computed them
+        #: at fit time (vectorised: scoring thousands in pure Python takes a while)
+        self.training_scores: Optional[list[float]] = None
 
     def path_length(self, x: Sequence[float]) -> float:
         xs = [_f32(v) for v in x]
@@ -388,7 +391,9 @@ def fit_forest(vectors: Sequence[Sequence[float]], n_trees: int, seed: int, max_
                 leaf_depth,
             ]
         )
-    return Forest(trees, int(model.max_samples_))
+    forest = Forest(trees, int(model.max_samples_))
+    forest.training_scores = [float(v) for v in model.score_samples(X)]
+    return forest
 
 
 # --------------------------------------------------------------------------

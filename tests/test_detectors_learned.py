@@ -558,3 +558,16 @@ def test_store_reads_a_time_range_in_event_time_order_across_pages(store_factory
     want = sorted((e for e in stream.events if since <= e.time < until), key=lambda e: (e.time, e.event_id))
     assert [e.event_id for e in decoded] == [e.event_id for e in want]
     assert store.count_events_between(since, until) == len(want) > 100
+
+
+def test_training_scores_from_scikit_learn_equal_the_pure_python_scores() -> None:
+    """Calibration uses the scores scikit-learn computes at fit time (vectorised);
+    they must be the values Forest.score gives one vector at a time (up to the
+    last bit: numpy sums the path lengths in another order)."""
+    import random
+
+    rng = random.Random(5)
+    vectors = [[rng.gauss(0, 1), rng.gauss(0, 1), abs(rng.gauss(0, 0.1))] for _ in range(600)]
+    forest = M.fit_forest(vectors, 50, seed=3)
+    assert forest.training_scores is not None
+    assert forest.training_scores == pytest.approx([forest.score(v) for v in vectors], rel=1e-12, abs=0)
