@@ -18,12 +18,17 @@ strings of a call's ``tool.arguments`` (and ``tool.result.excerpt``):
   assignments, producer ``[REDACTED:<kind>]`` markers), never placeholders.
 
 Cost model: ``mcp.tool_call`` is about 70 % of all events, so the common case is
-collecting the string values, joining them and one compiled trigger regex over
-the join (every pattern family below needs one of its literals; see "the
-prefilter"), about 2 µs a call. Only when it matches does any string get the
-detailed checks, with its argument path; the SSRF check runs on fetching tools
-only (decided once per tool name, plus ``openWorldHint``), with a per-host
-cache. Work per event is bounded (strings, depth, characters).
+collecting the string values not already known clean, joining them and one
+compiled trigger regex over the join (every pattern family below needs one of
+its literals; see "the prefilter"), well under a microsecond a call. Strings
+the trigger found nothing in (and that are ASCII) are remembered by their
+content, so the argument values a deployment repeats (repositories, folders,
+URLs, query templates, boilerplate text) are scanned once; the cache is
+bounded in entries and in the length of what it keeps. Only when the trigger
+matches does any string get the detailed checks, with its argument path; the
+SSRF check runs on fetching tools only (decided once per tool name, plus
+``openWorldHint``), with per-host and per-URL caches. Work per event is
+bounded (strings, depth, characters).
 
 Descriptions never carry a secret: a credential is shown by its kind and a
 masked form (first and last four characters of a token of a known format,
@@ -223,7 +228,14 @@ def _compile_cmd(strong: tuple[str, ...], ambiguous: tuple[str, ...]) -> re.Patt
 # run first tries every branch at every position, ten times slower. So every
 # trigger below is written to begin with a character that is rare in ordinary
 # text, with look-behinds for the letters before it ("eyJ" is "J" preceded by
-# "ey"), and the triggers are grouped by that first character.
+# "ey"), and the triggers are grouped by that first character. Inside a group
+# the same holds at a smaller scale: the engine skips an alternative that
+# begins with a literal (or a class) not matching the next character without
+# entering it, but enters every one that begins with a look-around or a
+# case-insensitive letter. So case-insensitive words are spelt as two
+# alternatives (lower and upper first letter: the trigger only decides for
+# ASCII text, non-ASCII text always gets the detailed checks), and look-behinds
+# are guarded by a one-character look-behind that most positions fail.
 
 #: shell metacharacters, encodings, and download cradles
 _SHELL_LITERALS = frozenset({"%", "\\", "..", "<(", "$(", "${", "$IFS", ".DownloadString", ".downloadstring"})
@@ -237,19 +249,42 @@ def _shell_triggers(words: tuple[str, ...]) -> set[Any]:
     return {(";", cmd), ("&", "&?" + cmd), ("|", r"\|?" + cmd), ("\n", cmd), ("\r", cmd), ("`", cmd)}
 
 
-_KW3 = "(?:[Kk][Ee][Yy]|[Pp][Ww][Dd]|[Ss][Ww][Dd]|[Aa][Ss][Ss]|[Oo][Rr][Dd]|[Rr][Ee][Tt]|[Kk][Ee][Nn]|[Uu][Tt][Hh]|[Aa][Ss][Ee])"
-#: every secret pattern contains one of these (a regex fragment after its literal first character)
+def _ci(text: str) -> str:
+    """``text`` matched case-insensitively, as alternatives that each begin with a literal
+    character, the first letter's two ASCII cases (the engine skips those that cannot match
+    without entering them). For the trigger only: it decides for ASCII text alone."""
+    rest = "(?i:" + re.escape(text[1:]) + ")" if len(text) > 1 else ""
+    first = text[:1]
+    if first.lower() != first.upper():
+        return f"{re.escape(first.lower())}{rest}|{re.escape(first.upper())}{rest}"
+    return re.escape(first) + rest
+
+
+#: the last three letters of the credential words (key, pwd, password, secret, token, auth, passphrase),
+#: in either case (ASCII only: also the secret gate, which sees non-ASCII text), each alternative
+#: beginning with a literal character
+_KW3 = "(?:" + "|".join(
+    first + "".join(f"[{ch.upper()}{ch}]" for ch in w[1:])
+    for w in ("key", "pwd", "swd", "ass", "ord", "ret", "ken", "uth", "ase")
+    for first in (w[0], w[0].upper())
+) + ")"
+#: the character before the "=" or ":" of those (their last letter, or a quote or blank after it):
+#: a cheap first test
+_KW1 = "[YyDdSsTtNnHhEe\"' ]"
+#: every secret pattern contains one of these (a regex fragment after its literal first character);
+#: the look-behinds are guarded by a one-character one
 _SECRET_TRIGGERS = frozenset({
     "[REDACTED:", "AKIA", "ASIA", "ABIA", "ACCA", "AIza", "-----BEGIN", "_live_", "_pat_",
-    ("J", "(?<=eyJ)"), ("_", "(?<=gh[pousr]_)"), ("-", "(?<=xox[baprs]-)"), ("-", "(?<=glpat-)"), ("-", "(?<=sk-)"),
+    ("J", "(?<=eyJ)"), ("_", "(?<=gh[pousr]_)"), ("-", "(?<=[abkprst]-)(?:(?<=xox[baprs]-)|(?<=glpat-)|(?<=sk-))"),
     ("B", r"(?=earer\s)"),
-    ("=", rf"(?:(?<={_KW3}=)|(?<={_KW3}[\"' ]=))"), (":", rf"(?:(?<={_KW3}:)|(?<={_KW3}[\"' ]:))"),
+    ("=", rf"(?<={_KW1}=)(?:(?<={_KW3}=)|(?<={_KW3}[\"' ]=))"),
+    (":", rf"(?<={_KW1}:)(?:(?<={_KW3}:)|(?<={_KW3}[\"' ]:))"),
 })
 
 
 def _path_trigger(kind: str, comps: tuple[str, ...]) -> Optional[tuple[str, str]]:
     """A literal starting with a separator that every spelling of a sensitive location contains,
-    as (first character, case-insensitive rest) for the trigger."""
+    as (first character, the rest matched case-insensitively) for the trigger."""
     literal = None
     for comp in comps:
         if comp.startswith("."):
@@ -268,7 +303,7 @@ def _path_trigger(kind: str, comps: tuple[str, ...]) -> Optional[tuple[str, str]
                     literal = "/" + comps[1]  # "windows/system32/..." -> "/system32"
     if literal is None:
         return None  # a bare word: found only when another trigger fires
-    return literal[0], "(?i:" + re.escape(literal[1:]) + ")"
+    return literal[0], _ci(literal[1:]) if len(literal) > 1 else ""
 
 
 def _build_trigger(triggers: Any) -> re.Pattern[str]:
@@ -284,6 +319,15 @@ def _build_trigger(triggers: Any) -> re.Pattern[str]:
         else:
             alts.append(re.escape(first) + "(?:" + "|".join(rests) + ")")
     return re.compile("|".join(alts))
+
+
+#: strings found clean by the trigger are remembered when the call's strings to scan total at
+#: most this many characters (so each is at most that long), URLs found no SSRF target when at
+#: most that long, up to this many strings per cache (cleared when full): a few MB at worst
+_CLEAN_MAX_LEN = 1024
+_CLEAN_SIZE = 8192
+#: what a string known clean may add to the length of a call's joined strings, at most
+_CLEAN_SPAN = _CLEAN_MAX_LEN + 1
 
 
 class _Compiled:
@@ -338,6 +382,11 @@ class _Compiled:
         self.host_cache: dict[str, Optional[str]] = {}
         self.search = self.trigger.search
         self.max_chars = p.max_chars
+        self.max_strings = p.max_strings
+        #: strings found clean by the trigger (no literal, ASCII): not scanned again
+        self.clean: dict[str, None] = {}
+        #: explicit URLs found no SSRF target (a verdict on the value alone, whatever its key and tool)
+        self.ssrf_clean: dict[str, None] = {}
         self.key_cache: dict[str, tuple[bool, bool, bool]] = {}
         #: argument names known not to name a credential (a superset test per call is cheap)
         self.plain_keys: set[str] = set()
@@ -408,50 +457,116 @@ class ArgumentContent(Detector):
         return c
 
     # -- the pass ------------------------------------------------------------
+    #
+    # One regex (the trigger) over the join of a call's strings that are not
+    # already known clean (no trigger, ASCII: remembered per content): it matches
+    # the join iff it matches one of them, since "\x00" is no part of a trigger,
+    # nor white space, nor a word character. ``triggered`` only gates the detailed
+    # checks: it may be true without a finding (a long call), never false with
+    # one. step() is that for the common call (a flat object of strings and
+    # numbers, no credential-named argument, not a fetching tool); anything else
+    # goes on in _examine().
 
     def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
         tool = ev.tool
         args = tool.arguments
         result = tool.result
-        excerpt = result.excerpt if result is not None else None
-        if not args and not excerpt:
-            return state, NO_ALERTS
         c = self._default if not self.tenant_params else self._compile(self.params_for(ev.tenant))
-        # -- the fast path: no tuples, no paths, one regex ---------------------
-        keys: Any = args
+        clean = c.clean
+        scan: list[str] = []
         if args:
-            strs = list(args.values())
-            for v in strs:
-                if type(v) is not str:  # numbers and booleans are dropped, containers walked
-                    strs = [v for v in strs if type(v) is str]
-                    for v in args.values():
-                        if type(v) is dict or type(v) is list:
-                            keys = []
-                            strs = _strings(args, c.p.max_depth, c.p.max_strings, keys)
-                            break
-                    break
-            if excerpt:
-                strs.append(excerpt)
-            if not strs:
-                return state, NO_ALERTS
+            for v in args.values():
+                if type(v) is str:
+                    if v not in clean:
+                        scan.append(v)
+                elif type(v) is list or type(v) is dict:
+                    return self._examine(state, ev, c, None)
+                # numbers, booleans and nulls have nothing to find
+            if result is not None and result.excerpt and result.excerpt not in clean:
+                scan.append(result.excerpt)
+        elif result is None or not result.excerpt:
+            return state, NO_ALERTS
+        elif result.excerpt not in clean:
+            scan.append(result.excerpt)
+        if scan:
+            joined = scan[0] if len(scan) == 1 else "\x00".join(scan)
+            n = len(joined)
+            if n > c.max_chars or c.search(joined) is not None or not joined.isascii():
+                return self._examine(state, ev, c, True)
+            if n <= _CLEAN_MAX_LEN:
+                if len(clean) >= _CLEAN_SIZE:
+                    clean.clear()
+                for v in scan:
+                    clean[v] = None
         else:
-            strs = [excerpt]
-        joined = strs[0] if len(strs) == 1 else "\x00".join(strs)
-        profile = c.name_cache.get(tool.name)
-        if profile is None:
-            profile = c.name_profile(tool.name)
-        text_tool, fetch_by_name = profile
+            n = 0
+        if not args:
+            return state, NO_ALERTS
+        # too long a call (the strings known clean counted too, each at most _CLEAN_SPAN): the walk
+        if n + (len(args) + 1) * _CLEAN_SPAN > c.max_chars and _call_chars(c, args, result) > c.max_chars:
+            return self._examine(state, ev, c, True)
+        if not c.plain_keys.issuperset(args):
+            return self._examine(state, ev, c, False)  # perhaps a credential-named argument
+        fetch_by_name = (c.name_cache.get(tool.name) or c.name_profile(tool.name))[1]
+        if not fetch_by_name:
+            annotations = tool.annotations
+            if annotations is None or annotations.get("openWorldHint") is not True:
+                return state, NO_ALERTS
+        # a fetching tool: an internal or non-web target among the (top-level, string) arguments?
+        ssrf_clean = c.ssrf_clean
+        for k, v in args.items():
+            if type(v) is str and v not in ssrf_clean and _ssrf(c, k, v, fetch_by_name) is not None:
+                return self._examine(state, ev, c, False)
+        return state, NO_ALERTS
+
+    def _examine(self, state: Any, ev: Any, c: _Compiled, triggered: Optional[bool]) -> tuple[Any, list[Alert]]:
+        """The rest of step(): ``triggered`` when step() knew it, None for nested arguments."""
+        tool = ev.tool
+        args = tool.arguments
+        result = tool.result
+        excerpt = result.excerpt if result is not None else None
+        keys: Any = args
+        if triggered is None:
+            clean = c.clean
+            gathered = _gather(c, args) if args else ([], 0)
+            if gathered is None:  # nested deeper than a list of strings: keys at any depth
+                keys = []
+                found = _strings(args, c.p.max_depth, c.max_strings, keys)
+                scan = [v for v in found if v not in clean]
+                count = len(found)
+            else:
+                scan, count = gathered
+            if excerpt:
+                count += 1
+                if excerpt not in clean:
+                    scan.append(excerpt)
+            joined = "\x00".join(scan)
+            n = len(joined)
+            if n > c.max_chars or c.search(joined) is not None or not joined.isascii():
+                triggered = True
+            else:
+                # too long a call (the strings known clean counted too): the walk
+                triggered = n + count * _CLEAN_SPAN > c.max_chars and _call_chars(c, args, result) > c.max_chars
+                if n <= _CLEAN_MAX_LEN:
+                    if len(clean) >= _CLEAN_SIZE:
+                        clean.clear()
+                    for v in scan:
+                        clean[v] = None
+        text_tool, fetch_by_name = c.name_cache.get(tool.name) or c.name_profile(tool.name)
         annotations = tool.annotations
         fetcher = fetch_by_name or (annotations is not None and annotations.get("openWorldHint") is True)
-        triggered = len(joined) > c.max_chars or c.search(joined) is not None or not joined.isascii()
         if not triggered:
             if args and not c.plain_keys.issuperset(keys) and c.any_secret_key(keys):
                 pass  # a credential under a secret-named key ({"password": "..."}) needs no trigger literal
             elif not fetcher or not args:
                 return state, NO_ALERTS
             else:
+                ssrf_clean = c.ssrf_clean
                 for k, v in args.items():  # nested values are rare in fetchers: the slow path checks them
-                    if (type(v) is str and _ssrf(c, k, v, fetch_by_name) is not None) or type(v) is dict or type(v) is list:
+                    if type(v) is str:
+                        if v not in ssrf_clean and _ssrf(c, k, v, fetch_by_name) is not None:
+                            break
+                    elif type(v) is dict or type(v) is list:
                         break
                 else:
                     return state, NO_ALERTS
@@ -564,6 +679,50 @@ def _strings(obj: Any, max_depth: int, max_strings: int, keys: list[str]) -> lis
             elif (type(v) is dict or type(v) is list) and depth < max_depth:
                 stack.append((v, depth + 1))
     return out
+
+
+def _call_chars(c: _Compiled, args: Optional[dict[str, Any]], result: Any) -> int:
+    """The length of all the strings of a call joined, known clean or not: the top-level strings
+    of a flat object, else what _strings finds, and the result excerpt. A call longer than
+    max_chars goes the bounded walk even when the trigger found nothing in its strings (the walk
+    may cut a string, or take others than _strings did)."""
+    strs: list[str] = []
+    if args:
+        if any(type(v) is list or type(v) is dict for v in args.values()):
+            strs = _strings(args, c.p.max_depth, c.max_strings, [])
+        else:
+            strs = [v for v in args.values() if type(v) is str]
+    if result is not None and result.excerpt:
+        strs.append(result.excerpt)
+    return sum(map(len, strs)) + len(strs) - 1 if strs else 0
+
+
+def _gather(c: _Compiled, args: dict[str, Any]) -> Optional[tuple[list[str], int]]:
+    """The strings of a call's arguments not already known clean, and how many strings there are
+    in all, when they are top-level values or in flat lists of strings, max_strings at most (so
+    all that _strings would find); None otherwise (the caller walks them with _strings then)."""
+    clean = c.clean
+    scan: list[str] = []
+    count = 0
+    for v in args.values():
+        t = type(v)
+        if t is str:
+            if v not in clean:
+                scan.append(v)
+            count += 1
+        elif t is list:
+            count += len(v)
+            if count > c.max_strings:
+                return None
+            for x in v:
+                if type(x) is str:
+                    if x not in clean:
+                        scan.append(x)
+                elif type(x) is list or type(x) is dict:
+                    return None
+        elif t is dict:
+            return None
+    return (scan, count) if count <= c.max_strings else None
 
 
 # ---------------------------------------------------------------------------
@@ -777,6 +936,11 @@ def _ssrf(c: _Compiled, key: str, value: str, by_name: bool) -> Optional[tuple[s
                     c.host_cache[host] = label
                 if label is not None:
                     return label, f"{label} {safe_excerpt(s, 0, len(s))}"
+            # a verdict on the value alone, whatever its key and tool: remembered
+            if len(value) <= _CLEAN_MAX_LEN:
+                if len(c.ssrf_clean) >= _CLEAN_SIZE:
+                    c.ssrf_clean.clear()
+                c.ssrf_clean[value] = None
             return None
     # no scheme (or "host:port"): a bare host, in a tool that fetches by name or under a host-like key
     host_key = c.key_profile(key)[1]

@@ -41,13 +41,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import math
 import re
 import unicodedata
 from collections import Counter
 from typing import Any, Optional
 
-import msgspec
 from pydantic import Field
 
 from mcpsift.alerts import Alert
@@ -258,7 +258,8 @@ class _PoisonCompiled:
             # continue a word ("process.env"); a plain name must not continue a name ("config.mcp.json")
             left = None if e[0] in "/~" else (e[0] == ".")
             self.files.append((e, e.lower(), frozenset(topics), left, e[-1].isalnum()))
-        self.cache: dict[bytes, tuple[tuple[str, str, str], ...]] = {}
+        #: (name, definition hash) -> (description, input schema, annotations, findings)
+        self.cache: dict[tuple[Any, ...], tuple[Any, Any, Any, tuple[tuple[str, str, str], ...]]] = {}
 
 
 def poisoning_findings(
@@ -487,6 +488,7 @@ class ToolPoisoning(Detector):
     def __init__(self, params: Optional[Params] = None, tenant_params: Optional[dict[str, Params]] = None):
         super().__init__(params, tenant_params)
         self._compiled: dict[int, _PoisonCompiled] = {}
+        self._default = self._compile(self.params)
 
     def _compile(self, p: Any) -> _PoisonCompiled:
         c = self._compiled.get(id(p))
@@ -498,19 +500,28 @@ class ToolPoisoning(Detector):
         tools = ev.tools
         if not tools:
             return state, NO_ALERTS
-        c = self._compile(self.params_for(ev.tenant))
+        c = self._default if not self.tenant_params else self._compile(self.params_for(ev.tenant))
         cache = c.cache
         alerts: list[Alert] = NO_ALERTS
-        encode = _encode
         for t in tools:
-            # keyed by the content itself, not the producer's hash (which nobody checks)
-            key = encode((t.name, t.description, t.input_schema, t.annotations))
-            found = cache.get(key)
-            if found is None:
+            # Remembered by the definition's content, not by the producer's hash (which nobody
+            # checks): the name and hash only file the entry; a hit is one whose description,
+            # schema and annotations equal this one's too (string and dict equality, in C).
+            key = (t.name, t.definition_hash)
+            entry = cache.get(key)
+            if (
+                entry is not None
+                and entry[0] == t.description
+                and entry[1] == t.input_schema
+                and entry[2] == t.annotations
+            ):
+                found = entry[3]
+            else:
                 found = tuple(poisoning_findings(t.name, t.description, t.input_schema, t.annotations, _compiled=c))
                 if len(cache) >= self.cache_size:
                     cache.clear()
-                cache[key] = found
+                # copies: the entry must not change if the event's objects do
+                cache[key] = (t.description, copy.deepcopy(t.input_schema), copy.deepcopy(t.annotations), found)
             if found:
                 if alerts is NO_ALERTS:
                     alerts = []
@@ -534,9 +545,6 @@ class ToolPoisoning(Detector):
             ),
             attack=["AML.T0051", "AML.T0054"],
         )
-
-
-_encode = msgspec.json.Encoder().encode
 
 
 def _server_label(ev: Any) -> str:
@@ -682,7 +690,7 @@ class ToolShadowing(Detector):
         return self.params.memory_s
 
     def initial_state(self) -> Any:
-        # servers: {label: {"sig": str, "tools": {name: [keys, first event id]},
+        # servers: {label: {"sig": [name, hash, ...], "tools": {name: [keys, first event id]},
         #                   "ident": {key: [tool, event id]}, "quoted": {key: [tool, event id]}}}
         # aliases: {resource: name}; alerted: {pair id: 1}
         return {"servers": {}, "aliases": {}, "alerted": {}}
@@ -698,11 +706,11 @@ class ToolShadowing(Detector):
                 aliases[resource] = name
                 old = state["servers"].pop(resource, None)
                 if old is not None:  # seen before under its resource only: the same server
-                    mine = state["servers"].setdefault(name, {"sig": "", "tools": {}, "ident": {}, "quoted": {}})
+                    mine = state["servers"].setdefault(name, {"sig": [], "tools": {}, "ident": {}, "quoted": {}})
                     for part in ("tools", "ident", "quoted"):
                         for k, v in old[part].items():
                             mine[part].setdefault(k, v)
-                    mine["sig"] = ""
+                    mine["sig"] = []
             return name
         if name:
             return name
@@ -715,15 +723,28 @@ class ToolShadowing(Detector):
         if label is None:
             return state, NO_ALERTS
         servers: dict[str, Any] = state["servers"]
-        sig = "|".join(f"{t.name}={t.definition_hash}" for t in ev.tools)
+        tools = ev.tools
         entry = servers.get(label)
-        if entry is not None and entry["sig"] == sig:
-            return state, NO_ALERTS  # the common case: the same server re-listing the same tools
+        if entry is not None:
+            # the common case: the same server re-listing the same tools (names and hashes)
+            sig = entry["sig"]
+            if len(sig) == 2 * len(tools):
+                i = 0
+                for t in tools:
+                    if t.name != sig[i] or t.definition_hash != sig[i + 1]:
+                        break
+                    i += 2
+                else:
+                    return state, NO_ALERTS
+        sig = []  # [name, hash, name, hash, ...]
+        for t in tools:
+            sig.append(t.name)
+            sig.append(t.definition_hash)
         p = self.params_for(ev.tenant)
         if entry is None:
             if len(servers) >= p.max_servers:
                 return state, NO_ALERTS
-            entry = servers[label] = {"sig": "", "tools": {}, "ident": {}, "quoted": {}}
+            entry = servers[label] = {"sig": [], "tools": {}, "ident": {}, "quoted": {}}
         entry["sig"] = sig
         tools = entry["tools"]
         for t in ev.tools:
