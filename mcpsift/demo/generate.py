@@ -265,28 +265,12 @@ class _Generator:
         event_id = self.eid(ms)
         d: dict[str, Any] = {"schema": SCHEMA, "event_id": event_id, "time": _TIME_PLACEHOLDER, "type": etype, "tenant": tenant,
                              "source": source}
-        if server is not None:
-            d["server"] = server
-        if principal is not None:
-            d["principal"] = principal
-        if token is not None:
-            d["token"] = token
-        if session is not None:
-            d["session"] = session
-        if network is not None:
-            d["network"] = network
-        if outcome is not None:
-            d["outcome"] = outcome
-        if attributes is not None:
-            d["attributes"] = attributes
-        if tools is not None:
-            d["tools"] = tools
-        if tool is not None:
-            d["tool"] = tool
-        if resource is not None:
-            d["resource"] = resource
-        if prompt is not None:
-            d["prompt"] = prompt
+        optional = (
+            ("server", server), ("principal", principal), ("token", token), ("session", session),
+            ("network", network), ("outcome", outcome), ("attributes", attributes), ("tools", tools),
+            ("tool", tool), ("resource", resource), ("prompt", prompt),
+        )
+        d.update((name, value) for name, value in optional if value is not None)
         client_id = principal.get("client_id") if principal is not None else None
         listed = server.get("name", "") if tools is not None and server is not None else None
         raw = orjson.dumps(d)
