@@ -65,12 +65,35 @@ def version() -> None:
 
 
 @app.command()
-def rules() -> None:
-    """List the detection rule ids this build implements, with their thresholds."""
-    from mcpsift.detectors import DETECTOR_CLASSES
+def rules(
+    show: Optional[str] = typer.Option(
+        None, "--show", help="print every threshold of this rule id in full, as YAML for detectors.thresholds"
+    ),
+) -> None:
+    """List the detection rule ids this build implements, with their thresholds.
+
+    Long lists (command words, sensitive paths, ...) are shown by their size;
+    ``--show RULE`` prints them in full, ready to copy into a settings file.
+    """
+    import yaml
+
+    from mcpsift.detectors import DETECTOR_CLASSES, RULES
+
+    if show is not None:
+        if show not in RULES:
+            raise _fail(f"unknown rule id {show!r}; `mcpsift rules` lists them")
+        defaults = {k: v.default for k, v in RULES[show].Params.model_fields.items()}
+        plain = {k: list(v) if isinstance(v, (tuple, frozenset, set)) else v for k, v in defaults.items()}
+        print(yaml.safe_dump({"detectors": {"thresholds": {show: plain}}}, sort_keys=False), end="")
+        return
+
+    def brief(value: object) -> str:
+        if isinstance(value, (list, tuple, set, frozenset, dict)) and len(value) > 3:
+            return f"<{len(value)} entries>"
+        return str(value)
 
     for cls in DETECTOR_CLASSES:
-        params = ", ".join(f"{k}={v.default}" for k, v in cls.Params.model_fields.items()) or "-"
+        params = ", ".join(f"{k}={brief(v.default)}" for k, v in cls.Params.model_fields.items()) or "-"
         for rule in cls.rule_ids:
             print(f"{rule:40s} {cls.severities[rule]:8s} {params}")
 

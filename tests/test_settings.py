@@ -101,3 +101,20 @@ def test_tenant_thresholds_override_per_tenant() -> None:
         build_detectors(tenant_thresholds={"acme": {"auth.nope": {}}})
     with pytest.raises(UnknownDetector, match=r"tenant_thresholds\.acme.*skew.*unknown threshold"):
         build_detectors(tenant_thresholds={"acme": {"auth.expired_token_accepted": {"skew": 1}}})
+
+
+@pytest.mark.parametrize("rule_id", sorted(__import__("mcpsift.detectors", fromlist=["RULES"]).RULES))
+def test_rules_show_prints_thresholds_a_settings_file_accepts(rule_id: str, tmp_path) -> None:
+    """`mcpsift rules --show RULE` is meant to be pasted into a settings file: it must load back."""
+    from typer.testing import CliRunner
+
+    from mcpsift.cli import app
+    from mcpsift.detectors import build_from_settings
+    from mcpsift.settings import load_settings
+
+    result = CliRunner().invoke(app, ["rules", "--show", rule_id])
+    assert result.exit_code == 0, result.output
+    config = tmp_path / "c.yaml"
+    config.write_text(result.output)
+    detectors, _ = build_from_settings(load_settings(config, data_dir=tmp_path))
+    assert any(rule_id in d.rule_ids for d in detectors)
