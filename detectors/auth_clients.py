@@ -94,7 +94,17 @@ class FailureBurstParams(Params):
     window_s: float = Field(default=60.0, gt=0)
 
 
-class FailureBurst(Detector):
+class _BurstDetector(Detector):
+    """A detector whose state is a burst tracker (:func:`_feed_burst`) over ``window_s``."""
+
+    def state_ttl_s(self) -> float:
+        return max(2 * _max_param(self, "window_s"), 3600.0)
+
+    def initial_state(self) -> Any:
+        return _burst_state()
+
+
+class FailureBurst(_BurstDetector):
     """Many failed authentications from one client ip (or one client_id without an ip)."""
 
     rule_ids = ("auth.failure_burst",)
@@ -118,12 +128,6 @@ class FailureBurst(Detector):
         if client_id:
             return f"{ev.tenant}|client|{client_id}"
         return None
-
-    def state_ttl_s(self) -> float:
-        return max(2 * _max_param(self, "window_s"), 3600.0)
-
-    def initial_state(self) -> Any:
-        return _burst_state()
 
     def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
         params = self.params_for(ev.tenant)
@@ -171,7 +175,7 @@ class DcrFloodParams(Params):
     window_s: float = Field(default=600.0, gt=0)
 
 
-class DcrFlood(Detector):
+class DcrFlood(_BurstDetector):
     """Many dynamic client registrations (RFC 7591) from one client ip."""
 
     rule_ids = ("auth.dcr_flood",)
@@ -184,12 +188,6 @@ class DcrFlood(Detector):
         network = ev.network
         ip = network.client_ip if network is not None else None
         return f"{ev.tenant}|{ip}" if ip else None
-
-    def state_ttl_s(self) -> float:
-        return max(2 * _max_param(self, "window_s"), 3600.0)
-
-    def initial_state(self) -> Any:
-        return _burst_state()
 
     def step(self, state: Any, ev: Any) -> tuple[Any, list[Alert]]:
         params = self.params_for(ev.tenant)
