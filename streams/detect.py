@@ -5,15 +5,14 @@ This is the embedded runner's (and ``mcpsift detect``'s) state store: a dict.
 The faust runner calls the same ``Detector.key``/``Detector.step`` with its
 state in a Table instead; no detection logic lives here.
 
-The detectors of one event run in a fixed order: stateless ones (``key_kind =
-None``: they depend on nothing but the event), then the stateful ones named in
-``front``, then the other stateful ones. ``mcpsift detect`` splits that order
-between two processes: its reader process, which validates and orders the
-events anyway, runs the first two groups (:meth:`DetectStage.reader_alerts`,
-on events in event-time order) and the detecting process the rest
-(:meth:`DetectStage.process` with the reader's alerts). Either way the alerts
-of one event come out in the same order, and repeated alert ids are dropped
-in one place, in event-time order.
+The detectors of one event run in a fixed order: the stateless ones
+(``key_kind = None``: they depend on nothing but the event), then the stateful
+ones. ``mcpsift detect`` splits that order between two processes: its reader
+process, which decodes every event anyway, runs the stateless ones
+(:meth:`DetectStage.reader_alerts`, in any order) and the detecting process
+the rest (:meth:`DetectStage.process` with the reader's alerts). Either way
+the alerts of one event come out in the same order, and repeated alert ids
+are dropped in one place, in event-time order.
 """
 
 from __future__ import annotations
@@ -43,19 +42,14 @@ class DetectStage:
         *,
         remembered_alerts: int = 100_000,
         sweep_every: int = 20_000,
-        front: Iterable[str] = (),
     ):
         self.detectors = list(detectors)
         self.wanted_rules = frozenset(wanted_rules) if wanted_rules is not None else None
-        # stateless, then the stateful ones of ``front`` (class names), then the
-        # rest: the order alerts of one event come out in, whichever process
-        # runs which group
-        self.front = frozenset(front)
-        ordered = (
-            [d for d in self.detectors if d.key_kind is None]
-            + [d for d in self.detectors if d.key_kind is not None and type(d).__name__ in self.front]
-            + [d for d in self.detectors if d.key_kind is not None and type(d).__name__ not in self.front]
-        )
+        # stateless first: the order alerts of one event come out in, whichever
+        # process runs the stateless ones
+        ordered = [d for d in self.detectors if d.key_kind is None] + [
+            d for d in self.detectors if d.key_kind is not None
+        ]
         self.by_type: dict[str, list[Detector]] = {
             etype: [d for d in ordered if not d.event_types or etype in d.event_types] for etype in EVENT_TYPES
         }
@@ -78,7 +72,7 @@ class DetectStage:
             return (d.step, key, self.states[d.name], d.initial_state, type(d).__name__)
 
         def in_reader(d: Detector) -> bool:
-            return d.key_kind is None or type(d).__name__ in self.front
+            return d.key_kind is None
 
         def plans(keep: Any) -> dict[str, dict[Optional[str], list[tuple[Any, ...]]]]:
             # event type -> outcome status -> the detectors to run, in order
@@ -99,18 +93,14 @@ class DetectStage:
         self._rest_plan = plans(lambda d: not in_reader(d))
 
     def reader_alerts(self, ev: Any, event_time: float) -> list[Alert]:
-        """The alerts of the stateless and ``front`` detectors on ``ev``, not yet
-        deduplicated. Call it in event-time order, and pass its result to
-        :meth:`process` with the same event, in the same order, in the stage
-        that runs the rest (its own instance, maybe in another process)."""
+        """The alerts of the stateless detectors on ``ev``, not yet deduplicated.
+        Pass them to :meth:`process` with the same event, in event-time order,
+        in the stage that runs the rest (its own instance, maybe in another
+        process)."""
         prime(ev, event_time)
         outcome = ev.outcome
         plan = self._reader_plan[ev.type][outcome.status if outcome is not None else None]
-        out = self._run(plan, ev, event_time, NO_ALERTS, dedup=False)
-        self._since_sweep += 1
-        if self._since_sweep >= self.sweep_every:
-            self.expire(event_time)
-        return out
+        return self._run(plan, ev, event_time, NO_ALERTS, dedup=False)
 
     def process(self, ev: Any, event_time: float, reader: Optional[list[Alert]] = None) -> list[Alert]:
         """Run every subscribed detector on one event (in event-time order).

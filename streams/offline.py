@@ -18,13 +18,13 @@ Two stages, which may run in two processes (:func:`detect_file`):
 
 In one process they alternate; with a file on a machine with two or more
 cores, stage 1 runs in a child process and the batches cross a pipe. The
-child, which validates every line anyway, keeps the decoded events in its
-reorder buffer and, as it releases them in event-time order, also runs the
-stateless detectors and the stateful ones of :data:`READER_DETECTORS` on
-them (streams/detect.py, ``reader_alerts``), sending their alerts along with
-each line; the parent runs the other detectors. The work is shared between
-two cores. Both give the same batches in the same order, and the alerts of
-one event in the same order, hence the same bytes out.
+child, which decodes every line to validate it anyway, also runs the
+stateless detectors on each event (streams/detect.py, ``reader_alerts``)
+and sends their alerts along with the line; the parent runs the stateful
+ones. (Running stateful detectors in the child too, on events in order, was
+measured slower: the child is already the busier process.) Both give the
+same batches in the same order, and the alerts of one event in the same
+order, hence the same bytes out.
 """
 
 from __future__ import annotations
@@ -57,17 +57,6 @@ _DROP_EVERY = 64 << 20
 #: below this, starting a second process costs more than it saves
 TWO_PROCESSES_FROM_BYTES = 8 << 20
 
-#: stateful detectors (class names) the reader process runs in the
-#: two-process mode, beside validation and the stateless ones: chosen so the
-#: two processes take about the same time per event (bench/bench_detect.py
-#: --breakdown gives each detector's cost). Part of the output's definition
-#: (the order alerts of one event come out in), so fixed.
-#: Measured on 200k bench events (two cores): with none, 57k events/s; with
-#: NewClient, 52k; with four, 43k -- the reader is the slower process already
-#: (it validates every line), so it runs the stateless detectors only, on each
-#: event as soon as it is decoded (no need to keep decoded events until their
-#: release). The mechanism stays for machines where the balance differs.
-READER_DETECTORS: tuple[str, ...] = ()
 
 # one item: (event time or None, line number, raw line, verdict) where the
 # verdict is None (not validated yet), True (validated by stage 1), a list of
@@ -112,36 +101,21 @@ def ordered_batches(
 
     With ``validate`` each line is validated here (the second process has the
     time to spare) and stage 2 only decodes; without, stage 1 only peeks at
-    the time. With ``detect`` too, it is called on each valid event as it is
-    released, in event-time order, and its result (alert lines) is the
-    verdict. A line that is invalid, or whose time cannot be read, is passed
-    on at once for stage 2 to report; blank lines are skipped.
+    the time. With ``detect`` too, it is called on each valid event as soon
+    as it is decoded (in file order: it must not depend on order), and its
+    result (alert lines) is the verdict. A line that is invalid, or whose
+    time cannot be read, is passed on at once for stage 2 to report; blank
+    lines are skipped.
     """
     buffer = ReorderBuffer(lateness_s)
     number = 0
-    # detectors that keep state need the events in order: keep each decoded
-    # event until its release; order-free ones run on it at once
-    ordered_detect = detect is not None and getattr(detect, "needs_order", True)
-    keep_event = validate and ordered_detect
-
-    def batch(ready: list[Any]) -> list[Item]:
-        if not keep_event:
-            return [(t, n, raw, v) for t, _, (n, raw, v) in ready]
-        # the verdict slot holds the decoded event until its release
-        return [(t, n, raw, detect(v, t)) for t, _, (n, raw, v) in ready]  # type: ignore[misc]
-
     for number, line in enumerate(lines, start=1):
         verdict: Any = None
         if validate:
             try:
                 ev = decode_event(line)
                 event_time: Optional[float] = ev.time.timestamp()
-                if keep_event:
-                    verdict = ev
-                elif detect is not None:
-                    verdict = detect(ev, event_time)
-                else:
-                    verdict = True
+                verdict = True if detect is None else detect(ev, event_time)
             except InvalidEvent as exc:
                 event_time, verdict = None, str(exc)
         else:
@@ -154,10 +128,10 @@ def ordered_batches(
         if number % RELEASE_EVERY == 0:
             ready = buffer.pop_ready()
             if ready:
-                yield batch(ready)
+                yield [(t, n, raw, v) for t, _, (n, raw, v) in ready]
     for ready in (buffer.pop_ready(), buffer.drain()):
         if ready:
-            yield batch(ready)
+            yield [(t, n, raw, v) for t, _, (n, raw, v) in ready]
     stats.lines = number
     stats.late_events = buffer.late_events
 
@@ -173,7 +147,7 @@ class _Detector:
         on_progress: Optional[Callable[[int], None]],
         progress_every: int,
     ):
-        self.pipeline = Pipeline(settings, front=READER_DETECTORS)
+        self.pipeline = Pipeline(settings)
         self.out = out
         self.on_invalid = on_invalid
         self.on_progress = on_progress
@@ -251,25 +225,16 @@ def detect_lines(
 
 
 def _reader_detect(settings: Settings) -> Callable[[Any, float], list[bytes]]:
-    """For the reader process: enrich a released event, drop redeliveries (as
-    the parent will: same events, same order) and run the reader's detectors;
-    their alerts as JSON lines."""
-    pipeline = Pipeline(settings, front=READER_DETECTORS)
-    enrich, admit, reader_alerts = pipeline.enricher, pipeline.admit, pipeline.detect.reader_alerts
-    stateful = any(d.key_kind is not None and type(d).__name__ in READER_DETECTORS for d in pipeline.detect.detectors)
+    """For the reader process: enrich a decoded event and run the stateless
+    detectors on it; their alerts as JSON lines. (A redelivered event's
+    alerts are dropped with the event by the parent.)"""
+    pipeline = Pipeline(settings)
+    enrich, reader_alerts = pipeline.enricher, pipeline.detect.reader_alerts
 
     def run(ev: Any, event_time: float) -> list[bytes]:
-        # with stateful detectors here, redeliveries must not reach them (the
-        # parent drops the same ones: same events, same order); stateless
-        # alerts of a redelivery are dropped with it by the parent
-        if stateful and not admit(enrich(ev)):
-            return []
-        if not stateful:
-            enrich(ev)
-        alerts = reader_alerts(ev, event_time)
+        alerts = reader_alerts(enrich(ev), event_time)
         return [a.model_dump_json().encode("utf-8") for a in alerts] if alerts else []
 
-    run.needs_order = stateful  # type: ignore[attr-defined]
     return run
 
 

@@ -31,13 +31,11 @@ __all__ = ["Pipeline"]
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, *, front: tuple[str, ...] = ()):
+    def __init__(self, settings: Settings):
         detectors, wanted = build_from_settings(settings)
         self.settings = settings
         self.enricher = Enricher(settings.default_tenant, settings.servers)
-        # front: stateful detectors (class names) run right after the stateless
-        # ones; see streams/detect.py (mcpsift detect splits the order there)
-        self.detect = DetectStage(detectors, wanted, front=front)
+        self.detect = DetectStage(detectors, wanted)
         self.buffer = ReorderBuffer(settings.allowed_lateness_s)
         # recent event ids: a set to look up, a bounded deque to forget the oldest
         self.dedup_window = settings.dedup_window_events

@@ -92,7 +92,7 @@ def test_outcome_filters_and_the_reader_split_keep_every_alert() -> None:
     assert any(t == "auth.token" for t, _ in seen)  # types without a filter: every outcome
 
     whole = _run(Pipeline(Settings()), EXAMPLES)
-    reader, rest = Pipeline(Settings(), front=("NewClient",)), Pipeline(Settings(), front=("NewClient",))
+    reader, rest = Pipeline(Settings()), Pipeline(Settings())
     split = []
     for line in EXAMPLES:
         ev = reader.validate(line)
