@@ -29,7 +29,7 @@ def make_alert_id(rule_id: str, *identity: object) -> str:
     h = hashlib.sha256(rule_id.encode("utf-8"))
     for part in identity:
         h.update(b"\x1f")
-        h.update(str(part).encode("utf-8"))
+        h.update(str(part).encode("utf-8", "surrogatepass"))
     return h.hexdigest()[:32]
 
 

@@ -8,7 +8,7 @@ import pytest
 # get them rather than fail on an import deep inside a fixture module.
 _MISSING = [
     name
-    for name in ("httpx", "hypothesis", "chdb", "clickhouse_connect", "fastapi", "uvicorn", "psutil")
+    for name in ("httpx", "hypothesis", "chdb", "clickhouse_connect", "fastapi", "uvicorn", "psutil", "trustme", "standardwebhooks")
     if importlib.util.find_spec(name) is None
 ]
 if _MISSING:
@@ -19,4 +19,5 @@ if _MISSING:
 pytest_plugins = [
     "tests.fixtures.clickhouse",
     "tests.fixtures.serve",
+    "tests.fixtures.receivers",
 ]

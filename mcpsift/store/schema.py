@@ -13,7 +13,7 @@ every query, before and after background merges.
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "EVENT_COLUMNS", "ALERT_COLUMNS", "DEAD_LETTER_COLUMNS"]
+__all__ = ["MIGRATIONS", "EVENT_COLUMNS", "ALERT_COLUMNS", "DEAD_LETTER_COLUMNS", "DELIVERY_COLUMNS"]
 
 EVENT_COLUMNS = (
     "event_id",
@@ -62,6 +62,18 @@ ALERT_COLUMNS = (
 )
 
 DEAD_LETTER_COLUMNS = ("received_at", "source", "reason", "payload", "position")
+
+DELIVERY_COLUMNS = (
+    "output",
+    "alert_id",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "enqueued_at",
+    "updated_at",
+    "version",
+)
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (
@@ -153,6 +165,31 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )
             ENGINE = ReplacingMergeTree(updated_at)
             ORDER BY name
+            """,
+        ],
+    ),
+    (
+        2,
+        "deliveries: the SIEM outbox, one row per (output, alert) and its state",
+        [
+            # state: pending (waiting for its next attempt), delivered, dead
+            # (retries exhausted or refused for good; re-drivable). Every change
+            # is a new row with a higher version; FINAL shows the latest.
+            """
+            CREATE TABLE IF NOT EXISTS {db}.deliveries
+            (
+                output LowCardinality(String),
+                alert_id String,
+                state LowCardinality(String),
+                attempts UInt16,
+                next_attempt_at DateTime64(3, 'UTC'),
+                last_error String,
+                enqueued_at DateTime64(3, 'UTC'),
+                updated_at DateTime64(3, 'UTC'),
+                version UInt64
+            )
+            ENGINE = ReplacingMergeTree(version)
+            ORDER BY (output, alert_id)
             """,
         ],
     ),

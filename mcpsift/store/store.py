@@ -9,16 +9,20 @@ one path; the database name is a setting.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import threading
+import time
 from typing import Any, Iterator, Optional, Sequence
 
 from mcpsift.alerts import Alert
 
-from .schema import ALERT_COLUMNS, DEAD_LETTER_COLUMNS, EVENT_COLUMNS, MIGRATIONS
+from .schema import ALERT_COLUMNS, DEAD_LETTER_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, MIGRATIONS
 
 __all__ = ["Store", "StoreError", "event_row", "open_store"]
 
 _UTC = _dt.timezone.utc
+_ALERT_READ_COLUMNS = [c for c in ALERT_COLUMNS if c != "created_at"]
+_OPTIONAL_ALERT_FIELDS = ("principal_subject", "client_id", "session_id", "token_fingerprint", "server_resource", "detector")
 _IDENTIFIER_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
@@ -112,6 +116,14 @@ def _aware(value: _dt.datetime) -> _dt.datetime:
     return value.replace(tzinfo=_UTC) if value.tzinfo is None else value
 
 
+def _alert_of_row(row: Sequence[Any]) -> Alert:
+    data = dict(zip(_ALERT_READ_COLUMNS, row))
+    data["time"] = _aware(data["time"])
+    for key in _OPTIONAL_ALERT_FIELDS:
+        data[key] = data[key] or None
+    return Alert(**data)
+
+
 class Store:
     """Schema owner and query layer over one ClickHouse database.
 
@@ -126,6 +138,8 @@ class Store:
         self.database = database
         self.retention_days = retention_days
         self._local = threading.local()
+        self._version_lock = threading.Lock()
+        self._version = 0
         self._client_for_thread()  # fail early, with a clear message
 
     # -- plumbing ------------------------------------------------------------
@@ -332,20 +346,23 @@ class Store:
             conditions.append("time < {until:DateTime64(3, 'UTC')}")
             params["until"] = until
         where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
-        columns = [c for c in ALERT_COLUMNS if c != "created_at"]
         rows = self.query_rows(
-            f"SELECT {', '.join(columns)} FROM {self._t('alerts')} FINAL {where} "
+            f"SELECT {', '.join(_ALERT_READ_COLUMNS)} FROM {self._t('alerts')} FINAL {where} "
             "ORDER BY time DESC, alert_id LIMIT {limit:UInt32}",
             params,
         )
-        alerts = []
-        for row in rows:
-            data = dict(zip(columns, row))
-            data["time"] = _aware(data["time"])
-            for key in ("principal_subject", "client_id", "session_id", "token_fingerprint", "server_resource", "detector"):
-                data[key] = data[key] or None
-            alerts.append(Alert(**data))
-        return alerts
+        return [_alert_of_row(row) for row in rows]
+
+    def alerts_by_id(self, alert_ids: Sequence[str]) -> dict[str, Alert]:
+        """The stored alerts with these ids (missing ids are absent from the result)."""
+        if not alert_ids:
+            return {}
+        rows = self.query_rows(
+            f"SELECT {', '.join(_ALERT_READ_COLUMNS)} FROM {self._t('alerts')} FINAL "
+            "WHERE alert_id IN {ids:Array(String)}",
+            {"ids": list(alert_ids)},
+        )
+        return {a.alert_id: a for a in map(_alert_of_row, rows)}
 
     def count_alerts(self, rule_id: Optional[str] = None) -> int:
         where, params = ("WHERE rule_id = {r:String}", {"r": rule_id}) if rule_id else ("", {})
@@ -367,6 +384,128 @@ class Store:
             }
             for r in rows
         ]
+
+    # -- the SIEM outbox (deliveries) ------------------------------------------
+    #
+    # One row per (output, alert) and state change; the latest version wins
+    # (FINAL). Rows are created by :meth:`enqueue_deliveries` when an alert is
+    # stored, and moved on only by the dispatcher (or a re-drive).
+
+    def _next_version(self) -> int:
+        with self._version_lock:
+            self._version = max(self._version + 1, time.time_ns())
+            return self._version
+
+    def enqueue_deliveries(self, pairs: Sequence[tuple[str, str]], now: Optional[_dt.datetime] = None) -> int:
+        """Make ``(output, alert_id)`` pending, unless that output already knows the
+        alert (pending, delivered or dead): a replayed or redelivered alert is
+        never sent twice. Returns how many were new."""
+        if not pairs:
+            return 0
+        ids = sorted({alert_id for _, alert_id in pairs})
+        known = {
+            (r[0], r[1])
+            for r in self.query_rows(
+                f"SELECT DISTINCT output, alert_id FROM {self._t('deliveries')} WHERE alert_id IN {{ids:Array(String)}}",
+                {"ids": ids},
+            )
+        }
+        now = now or _dt.datetime.now(_UTC)
+        fresh = []
+        for pair in dict.fromkeys(pairs):
+            if pair not in known:
+                fresh.append((pair[0], pair[1], "pending", 0, now, "", now))
+        self.record_deliveries(fresh)
+        return len(fresh)
+
+    def record_deliveries(self, rows: Sequence[tuple[str, str, str, int, _dt.datetime, str, _dt.datetime]]) -> None:
+        """New states: rows of (output, alert_id, state, attempts, next_attempt_at, last_error, enqueued_at)."""
+        if not rows:
+            return
+        now = _dt.datetime.now(_UTC)
+        data = [(*row, now, self._next_version()) for row in rows]
+        self.client.insert(self._t("deliveries"), data, column_names=DELIVERY_COLUMNS)
+
+    def due_deliveries(self, output: str, now: _dt.datetime, limit: int) -> list[tuple[str, int, _dt.datetime]]:
+        """(alert_id, attempts, enqueued_at) of ``output``'s pending deliveries whose
+        next attempt is due, oldest first."""
+        rows = self.query_rows(
+            f"SELECT alert_id, attempts, enqueued_at FROM {self._t('deliveries')} FINAL "
+            "WHERE output = {output:String} AND state = 'pending' "
+            "AND next_attempt_at <= {now:DateTime64(3, 'UTC')} "
+            "ORDER BY enqueued_at, alert_id LIMIT {limit:UInt32}",
+            {"output": output, "now": now, "limit": int(limit)},
+        )
+        return [(r[0], int(r[1]), _aware(r[2])) for r in rows]
+
+    def next_due_at(self, output: str) -> Optional[_dt.datetime]:
+        """When ``output``'s earliest pending delivery is due (None: nothing pending)."""
+        rows = self.query_rows(
+            f"SELECT min(next_attempt_at), count() FROM {self._t('deliveries')} FINAL "
+            "WHERE output = {output:String} AND state = 'pending'",
+            {"output": output},
+        )
+        return _aware(rows[0][0]) if rows and int(rows[0][1]) else None
+
+    def delivery_summary(self) -> dict[str, dict[str, Any]]:
+        """Per output: counts by state, the oldest pending enqueue time, the latest error."""
+        summary: dict[str, dict[str, Any]] = {}
+        table = self._t("deliveries")
+        for output, state, count, oldest in self.query_rows(
+            f"SELECT output, state, count(), min(enqueued_at) FROM {table} FINAL GROUP BY output, state"
+        ):
+            entry = summary.setdefault(output, {"pending": 0, "delivered": 0, "dead": 0})
+            entry[state] = int(count)
+            if state == "pending":
+                entry["oldest_pending"] = _aware(oldest)
+        for output, error, when in self.query_rows(
+            f"SELECT output, argMax(last_error, version), max(updated_at) FROM {table} FINAL "
+            "WHERE last_error != '' GROUP BY output"
+        ):
+            entry = summary.setdefault(output, {"pending": 0, "delivered": 0, "dead": 0})
+            entry["last_error"] = error
+            entry["last_error_at"] = _aware(when)
+        return summary
+
+    def dead_deliveries(self, output: str, limit: int = 100) -> list[tuple[str, int, str]]:
+        """(alert_id, attempts, last_error) of ``output``'s dead deliveries."""
+        rows = self.query_rows(
+            f"SELECT alert_id, attempts, last_error FROM {self._t('deliveries')} FINAL "
+            "WHERE output = {output:String} AND state = 'dead' ORDER BY updated_at LIMIT {limit:UInt32}",
+            {"output": output, "limit": int(limit)},
+        )
+        return [(r[0], int(r[1]), r[2]) for r in rows]
+
+    def redrive_deliveries(self, output: str, alert_ids: Optional[Sequence[str]] = None) -> int:
+        """Make ``output``'s dead deliveries (all, or these ids) pending again, due now,
+        with a fresh retry schedule. Returns how many."""
+        where = "AND alert_id IN {ids:Array(String)}" if alert_ids is not None else ""
+        rows = self.query_rows(
+            f"SELECT alert_id, enqueued_at FROM {self._t('deliveries')} FINAL "
+            f"WHERE output = {{output:String}} AND state = 'dead' {where}",
+            {"output": output, "ids": list(alert_ids or [])},
+        )
+        now = _dt.datetime.now(_UTC)
+        self.record_deliveries([(output, r[0], "pending", 0, now, "", _aware(r[1])) for r in rows])
+        return len(rows)
+
+    def save_output_state(self, output: str, state: dict[str, Any]) -> None:
+        """Persist an output's operator-visible state (e.g. disabled after HTTP 410)."""
+        self.save_checkpoint(f"output:{output}", 0, json.dumps(state).encode("utf-8"))
+
+    def load_output_states(self) -> dict[str, dict[str, Any]]:
+        rows = self.query_rows(
+            f"SELECT name, argMax(snapshot, updated_at) FROM {self._t('checkpoints')} "
+            "WHERE startsWith(name, 'output:') GROUP BY name"
+        )
+        states = {}
+        for name, blob in rows:
+            text = blob.decode("utf-8") if isinstance(blob, bytes) else blob
+            try:
+                states[name[len("output:"):]] = json.loads(text)
+            except ValueError:
+                continue
+        return states
 
     def close(self) -> None:
         client = getattr(self._local, "client", None)
