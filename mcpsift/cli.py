@@ -356,6 +356,10 @@ from mcpsift.demo.cli import app as demo_app  # noqa: E402 (light: typer and ric
 
 app.add_typer(demo_app, name="demo", help="Labelled demo traffic: generate it, score the detectors on it (evaluate), stream it into serve (run).")
 
+from mcpsift.outputs_cli import app as outputs_app  # noqa: E402 (light: typer and rich only)
+
+app.add_typer(outputs_app, name="outputs", help="SIEM outputs: delivery status, a test alert through each, re-drive dead deliveries, re-enable.")
+
 
 def main() -> None:
     app()

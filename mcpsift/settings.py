@@ -74,6 +74,16 @@ class Settings(BaseSettings):
     #: how many recent event ids the pipeline remembers to drop redeliveries
     dedup_window_events: int = Field(default=200_000, ge=1000)
     detectors: DetectorSettings = Field(default_factory=DetectorSettings)
+    #: SIEM outputs: a list of ``{type: webhook|splunk_hec|elastic|syslog|ocsf|file, ...}``
+    #: (docs/outputs.md); validated strictly at start-up
+    outputs: list[Any] = Field(default_factory=list)
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs(cls, value: list[Any]) -> list[Any]:
+        from mcpsift.streams.sinks.outputs import parse_output_configs
+
+        return parse_output_configs(value)
 
     @field_validator("clickhouse_dsn")
     @classmethod
@@ -161,7 +171,8 @@ def _explain(exc: ValidationError, where: str) -> str:
         if err["type"] == "extra_forbidden":
             lines.append(f"  unknown key '{key}' (known keys: {known})")
         else:
-            lines.append(f"  {key}: {err['msg']}")
+            message = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"  {key}: {message}")
     return "\n".join(lines)
 
 

@@ -35,6 +35,7 @@ from mcpsift.events import EventRecord, InvalidEvent, encode_event
 from mcpsift.settings import Settings
 from mcpsift.store import Store, event_row
 
+from .outbox import Dispatcher, Outbox
 from .pipeline import Pipeline
 from .sinks import AlertSink, DeadLetterSink, EventSink
 
@@ -82,7 +83,9 @@ class EmbeddedRunner:
         self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=queue_batches)
         self._events = EventSink(store, max_batch=1_000_000)
         self._dead = DeadLetterSink(store, max_batch=1_000_000)
-        self._alerts = AlertSink(store)
+        # SIEM outputs: alerts are stored, then queued per output, then sent
+        self.dispatcher = Dispatcher(store, settings.outputs)
+        self._alerts = AlertSink(store, outbox=Outbox(store, settings.outputs, self.dispatcher))
         self.ingest_seq = 0
         self.taken_seq = 0  # last ingest_seq pushed into the pipeline
         self.checkpoint_seq = 0
@@ -119,6 +122,7 @@ class EmbeddedRunner:
         return replayed
 
     def start(self) -> None:
+        self.dispatcher.start()
         self._thread = threading.Thread(target=self._loop, name="mcpsift-detect", daemon=True)
         self._thread.start()
 
@@ -213,11 +217,11 @@ class EmbeddedRunner:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Drain queued events through detection, flush, checkpoint."""
-        if self._thread is None:
-            return
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-        self._thread = None
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._thread = None
+        self.dispatcher.stop(timeout)
 
     # -- status -----------------------------------------------------------
 

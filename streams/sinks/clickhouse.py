@@ -6,7 +6,7 @@ design (events by ``event_id``, alerts by ``alert_id``; see mcpsift.store).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from mcpsift.alerts import Alert
 from mcpsift.store import Store
@@ -57,8 +57,17 @@ class EventSink(_BatchSink):
 
 
 class AlertSink(_BatchSink):
+    """Alerts, then (when an outbox is given) their pending SIEM deliveries: an
+    alert reaches an output only after it is stored."""
+
+    def __init__(self, store: Store, max_batch: int = 10_000, outbox: Optional[Any] = None):
+        super().__init__(store, max_batch)
+        self.outbox = outbox
+
     def _write(self, items: list[Alert]) -> None:
         self.store.insert_alerts(items)
+        if self.outbox is not None:
+            self.outbox.enqueue(items)
 
 
 class DeadLetterSink(_BatchSink):
