@@ -44,6 +44,10 @@ __all__ = ["Outbox", "Dispatcher", "send_test_alert", "synthetic_alert"]
 log = logging.getLogger("mcpsift.outputs")
 
 _UTC = _dt.timezone.utc
+#: a delivery round fetches this many batches per concurrency slot
+_BATCHES_PER_SLOT = 5
+#: the outcome of a batch the round did not try (output paused or disabled meanwhile)
+_NOT_ATTEMPTED = Outcome("retry", "not attempted")
 
 
 class Outbox:
@@ -83,6 +87,7 @@ class _Lane:
     last_error_at: Optional[float] = None
     last_delivered_at: Optional[float] = None
     wake: Optional[asyncio.Event] = None
+    gate: Optional[asyncio.Semaphore] = None
     opened: bool = False
     task: Optional["asyncio.Task[None]"] = None
     in_flight: int = field(default=0)
@@ -171,6 +176,7 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         for lane in self.lanes.values():
             lane.wake = asyncio.Event()
+            lane.gate = asyncio.Semaphore(lane.config.concurrency)
             lane.task = asyncio.create_task(self._drive(lane), name=f"output:{lane.output.name}")
         self._ready.set()
         await self._stopping.wait()
@@ -227,7 +233,10 @@ class Dispatcher:
             return False
         cfg = lane.config
         now = _dt.datetime.now(_UTC)
-        due = await asyncio.to_thread(self.store.due_deliveries, lane.output.name, now, cfg.batch_size * cfg.concurrency)
+        # several rounds' worth at once: the store round trips, not the sends, bound a round
+        due = await asyncio.to_thread(
+            self.store.due_deliveries, lane.output.name, now, cfg.batch_size * cfg.concurrency * _BATCHES_PER_SLOT
+        )
         if not due:
             return False
         alerts = await asyncio.to_thread(self.store.alerts_by_id, [d[0] for d in due])
@@ -251,6 +260,30 @@ class Dispatcher:
         return True
 
     async def _send(self, lane: _Lane, alerts: list[Alert]) -> list[Outcome]:
+        assert lane.gate is not None
+        async with lane.gate:  # the output's concurrency cap
+            if lane.disabled is not None or time.time() < lane.paused_until:
+                # a 410 or a throttle arrived for an earlier batch of this round: not attempted
+                return [_NOT_ATTEMPTED] * len(alerts)
+            outcomes = await self._send_now(lane, alerts)
+            await self._react(lane, outcomes)  # before the gate lets the next batch go
+            return outcomes
+
+    async def _react(self, lane: _Lane, outcomes: list[Outcome]) -> None:
+        """What an outcome means for the whole output: a throttle pauses it, a 410 disables it."""
+        for outcome in outcomes:
+            if outcome.throttle:
+                schedule = lane.config.retry_schedule_s
+                pause = outcome.retry_after_s if outcome.retry_after_s is not None else (schedule[0] if schedule else 5.0)
+                lane.paused_until = max(lane.paused_until, time.time() + pause)
+            elif outcome.kind == "disable" and lane.disabled is None:
+                name = lane.output.name
+                lane.disabled = {"reason": outcome.error, "since": _dt.datetime.now(_UTC).isoformat()}
+                await asyncio.to_thread(self.store.save_output_state, name, {"disabled": lane.disabled})
+                log.error("output %s disabled: the receiver answered %s; re-enable with `mcpsift outputs enable %s`",
+                          name, outcome.error, name)
+
+    async def _send_now(self, lane: _Lane, alerts: list[Alert]) -> list[Outcome]:
         lane.in_flight += 1
         try:
             outcomes = await asyncio.wait_for(lane.output.send(alerts), timeout=lane.output.max_send_s())
@@ -269,18 +302,15 @@ class Dispatcher:
         name = lane.output.name
         now = time.time()
         when = _dt.datetime.now(_UTC)
+        if outcome is _NOT_ATTEMPTED:
+            return None  # stays pending as it was
         if outcome.kind == "delivered":
             lane.delivered += 1
             lane.last_delivered_at = now
             return (name, alert_id, "delivered", attempts + 1, when, "", enqueued_at)
         lane.last_error, lane.last_error_at = outcome.error, now
         if outcome.kind == "disable":
-            if lane.disabled is None:
-                lane.disabled = {"reason": outcome.error, "since": when.isoformat()}
-                self.store.save_output_state(name, {"disabled": lane.disabled})
-                log.error("output %s disabled: the receiver answered %s; re-enable with `mcpsift outputs enable %s`",
-                          name, outcome.error, name)
-            return None  # stays pending, attempts unchanged
+            return None  # stays pending, attempts unchanged (the output was disabled in _react)
         attempts += 1
         delay = None if outcome.kind == "failed" else _after(lane.config, attempts, outcome)
         if delay is None:
@@ -288,8 +318,6 @@ class Dispatcher:
             log.warning("output %s: alert %s is dead after %d attempts: %s", name, alert_id, attempts, outcome.error)
             return (name, alert_id, "dead", attempts, when, outcome.error, enqueued_at)
         lane.retried += 1
-        if outcome.throttle:
-            lane.paused_until = max(lane.paused_until, now + delay)
         return (name, alert_id, "pending", attempts, when + _dt.timedelta(seconds=delay), outcome.error, enqueued_at)
 
     # -- status -----------------------------------------------------------
