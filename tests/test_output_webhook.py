@@ -193,6 +193,16 @@ def test_tls_with_and_without_the_ca(http_receiver, tls_certs) -> None:
     assert len(receiver.requests) == 1
 
 
+def test_tls_server_name_is_the_name_checked(http_receiver, tls_certs) -> None:
+    receiver = http_receiver(tls=tls_certs)  # its certificate names localhost and 127.0.0.1
+    tls = {"ca_file": str(tls_certs.ca_file)}
+    (ok,) = send_through(_config(receiver.url, tls={**tls, "server_name": "localhost"}), [make_alert()])
+    assert ok.kind == "delivered"
+    (wrong,) = send_through(_config(receiver.url, tls={**tls, "server_name": "siem.example"}), [make_alert()])
+    assert wrong.kind == "retry" and "siem.example" in wrong.error
+    assert len(receiver.requests) == 1
+
+
 def test_hostile_alert_stays_valid_signed_json(http_receiver) -> None:
     receiver = http_receiver()
     alert = hostile_alert()

@@ -53,9 +53,8 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, field_validator,
 
 from mcpsift.alerts import Alert
 
-from .http import HttpOutput, outcome_of_status, retry_after_s
-from .outputs import Outcome, OutputConfig, alert_document, register_output
-from .webhook import USER_AGENT, HttpUrl, config_error, config_secret, redact_url
+from .http import USER_AGENT, HttpOutput, HttpUrl, outcome_of_status, redact_url, retry_after_s
+from .outputs import Outcome, OutputConfig, alert_document, config_error, config_secret, register_output
 
 __all__ = ["CATEGORIES", "ECS_VERSION", "SEVERITY_NUMBERS", "ElasticConfig", "ElasticOutput", "ecs_document"]
 

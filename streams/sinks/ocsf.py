@@ -34,8 +34,8 @@ from mcpsift import __version__
 from mcpsift.alerts import Alert
 
 from .file import RotationOptions, json_line, write_outcomes
-from .outputs import Outcome, OutputConfig, register_output
-from .webhook import USER_AGENT, HeaderMap, HttpUrl, JsonPostOutput, config_error, config_secret, redact_url
+from .http import USER_AGENT, HeaderMap, HttpUrl, JsonPostOutput, redact_url
+from .outputs import Outcome, OutputConfig, config_error, config_secret, register_output
 
 __all__ = ["OCSF_VERSION", "OcsfConfig", "OcsfOutput", "detection_finding", "validate_finding"]
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from mcpsift.alerts import SEVERITIES, Alert, Severity
 
@@ -43,6 +44,8 @@ __all__ = [
     "TLSConfig",
     "alert_document",
     "build_outputs",
+    "config_error",
+    "config_secret",
     "clean_alert",
     "clean_text",
     "parse_output_configs",
@@ -203,6 +206,19 @@ def read_secret(value: Optional[SecretStr], file: Optional[Path], env: Optional[
     return None
 
 
+def config_error(message: str) -> PydanticCustomError:
+    """A validation error whose message is shown as is (no "Value error, " prefix)."""
+    return PydanticCustomError("output_config", "{detail}", {"detail": message})
+
+
+def config_secret(value: Optional[SecretStr], file: Optional[Path], env: Optional[str], what: str) -> Optional[str]:
+    """:func:`read_secret` for use in a config validator (its error message shown as is)."""
+    try:
+        return read_secret(value, file, env, what)
+    except SecretError as exc:
+        raise config_error(str(exc)) from None
+
+
 class Output:
     """Base of every output; see the module docstring for when each hook runs."""
 
@@ -291,9 +307,6 @@ def parse_output_configs(raw: Sequence[Any]) -> list[OutputConfig]:
                     problems.append(f"{label}: unknown key '{key}' for type {kind} (known keys: {known})")
                 else:
                     problems.append(f"{label}: {key}: {err['msg']}")
-            continue
-        except SecretError as exc:
-            problems.append(f"{label}: {exc}")
             continue
         configs.append(config)
     seen: set[str] = set()

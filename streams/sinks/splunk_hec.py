@@ -60,9 +60,8 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from mcpsift.alerts import Alert
 
-from .http import HttpOutput, outcome_of_status
-from .outputs import Outcome, OutputConfig, alert_document, register_output
-from .webhook import USER_AGENT, HttpUrl, config_error, config_secret, redact_url
+from .http import USER_AGENT, HttpOutput, HttpUrl, outcome_of_status, redact_url
+from .outputs import Outcome, OutputConfig, alert_document, config_error, config_secret, register_output
 
 __all__ = ["SplunkHecConfig", "SplunkHecOutput", "hec_event"]
 

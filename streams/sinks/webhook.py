@@ -8,103 +8,35 @@ one per configured secret, space-separated (to rotate a secret, list the new
 one beside the old one until the receiver has switched). The body is
 ``{"type": "mcpsift.alert", "timestamp": <alert time>, "data": <alert>}``;
 the bytes signed are the bytes sent. Nothing is truncated.
-
-Also here, for every output that POSTs one JSON document per alert (``ocsf``
-reuses them): :class:`JsonPostOutput`, the ``url`` and ``headers`` option
-types and :func:`config_secret`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
-import re
 import time
-import urllib.parse
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Optional, Sequence
+from typing import Literal, Mapping, Optional, Sequence
 
 import orjson
-from pydantic import AfterValidator, PrivateAttr, SecretStr, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import PrivateAttr, SecretStr, model_validator
 
-from mcpsift import __version__
 from mcpsift.alerts import Alert
 
-from .http import HttpOutput, outcome_of_status
-from .outputs import Outcome, OutputConfig, SecretError, alert_document, read_secret, register_output
+from .http import USER_AGENT, HeaderMap, HttpUrl, JsonPostOutput, redact_url
+from .outputs import Outcome, OutputConfig, alert_document, config_error, config_secret, register_output
 
 __all__ = [
-    "HeaderMap",
-    "HttpUrl",
-    "JsonPostOutput",
-    "USER_AGENT",
     "WebhookConfig",
     "WebhookOutput",
-    "config_error",
-    "config_secret",
     "parse_webhook_secret",
-    "redact_url",
     "sign",
     "webhook_payload",
 ]
 
-USER_AGENT = f"mcpsift/{__version__}"
-#: the headers a JSON-posting output sets itself (``headers`` may not override them)
-RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "transfer-encoding"})
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 header field name
 _MIN_KEY_BYTES = 24  # the spec: secrets SHOULD be 24 to 64 random bytes
-
-
-def config_error(message: str) -> PydanticCustomError:
-    """A validation error whose message is shown as is (no "Value error, " prefix)."""
-    return PydanticCustomError("output_config", "{detail}", {"detail": message})
-
-
-def _http_url(value: str) -> str:
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        # the URL itself is not echoed: it may carry credentials or a token
-        raise config_error(f"must be an http:// or https:// URL with a host (got scheme {parts.scheme!r})")
-    return value
-
-
-def _header_map(value: dict[str, str]) -> dict[str, str]:
-    for name, text in value.items():
-        if not _TOKEN.match(name):
-            raise config_error(f"header name {name!r} is not a valid HTTP header name")
-        if name.lower() in RESERVED_HEADERS:
-            raise config_error(f"header {name!r} is set by the output itself")
-        if any(c in text for c in "\r\n\x00"):
-            raise config_error(f"header {name!r}: the value may not contain CR, LF or NUL")
-    return {name.lower(): text for name, text in value.items()}  # names are case-insensitive
-
-
-#: an http(s) URL with a host
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
-#: extra request headers: valid names (lower-cased), no CR/LF/NUL in values, none the output sets itself
-HeaderMap = Annotated[dict[str, str], AfterValidator(_header_map)]
-
-
-def config_secret(value: Optional[SecretStr], file: Optional[Path], env: Optional[str], what: str) -> Optional[str]:
-    """:func:`read_secret` for use in a config validator (its error message shown as is)."""
-    try:
-        return read_secret(value, file, env, what)
-    except SecretError as exc:
-        raise config_error(str(exc)) from None
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user info, query and fragment (for status output and errors)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def parse_webhook_secret(value: str, where: str) -> bytes:
@@ -137,32 +69,6 @@ def webhook_payload(alert: Alert) -> bytes:
     """The request body for ``alert`` (Standard Webhooks payload structure)."""
     document = alert_document(alert)
     return orjson.dumps({"type": "mcpsift.alert", "timestamp": document["time"], "data": document})
-
-
-class JsonPostOutput(HttpOutput):
-    """An output that POSTs one JSON document per alert, at most ``concurrency``
-    requests in flight across all its batches (so no request waits for a
-    connection longer than the timeout allows)."""
-
-    def __init__(self, config: Any):
-        super().__init__(config)
-        self._slots = asyncio.Semaphore(config.concurrency)
-
-    def headers_for(self, doc_id: str, body: bytes) -> Mapping[str, str]:
-        """The headers of one request; called just before it is sent (so a
-        time in them is the sending time, even late in a long batch)."""
-        raise NotImplementedError
-
-    async def post_each(self, url: str, documents: Sequence[tuple[str, bytes]]) -> list[Outcome]:
-        """POST every ``(id, body)`` concurrently; their outcomes, in order."""
-        return list(await asyncio.gather(*(self._post_one(url, doc_id, body) for doc_id, body in documents)))
-
-    async def _post_one(self, url: str, doc_id: str, body: bytes) -> Outcome:
-        async with self._slots:
-            response = await self.post(url, body, self.headers_for(doc_id, body))
-        if isinstance(response, Outcome):
-            return response
-        return outcome_of_status(response.status_code, response.headers, response.text)
 
 
 class WebhookConfig(OutputConfig):
