@@ -179,20 +179,29 @@ class SyslogReceiver:
                     buf = bytearray()
                     with receiver._lock:
                         receiver.streams.append(buf)
-                        receiver._connections.append(sock)
-                    while True:
-                        try:
-                            chunk = sock.recv(65536)
-                        except (ssl.SSLError, OSError):
-                            return
-                        if not chunk:
-                            return
-                        with receiver._lock:
-                            buf.extend(chunk)
+                    try:
+                        while True:
+                            try:
+                                chunk = sock.recv(65536)
+                            except (ssl.SSLError, OSError):
+                                return
+                            if not chunk:
+                                return
+                            with receiver._lock:
+                                buf.extend(chunk)
+                    finally:
+                        if sock is not self.request:
+                            sock.close()
 
             class Tcp(socketserver.ThreadingTCPServer):
                 allow_reuse_address = True
                 daemon_threads = True
+
+                def process_request(self, request: socket.socket, client_address: object) -> None:
+                    # recorded in the accept thread, so stop() drops even a just-accepted one
+                    with receiver._lock:
+                        receiver._connections.append(request.dup())
+                    super().process_request(request, client_address)
 
             self._server = Tcp(("127.0.0.1", self.port), TcpHandler)
         self.port = self._server.server_address[1]  # type: ignore[attr-defined]
@@ -212,6 +221,7 @@ class SyslogReceiver:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            sock.close()
 
 
 @dataclass

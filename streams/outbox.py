@@ -37,7 +37,7 @@ from typing import Any, Optional, Sequence
 from mcpsift.alerts import Alert
 from mcpsift.store import Store
 
-from .sinks.outputs import Outcome, Output, OutputConfig, build_outputs, clean_alert
+from .sinks.outputs import TEST_RULE_ID, Outcome, Output, OutputConfig, build_outputs, clean_alert, error_text
 
 __all__ = ["Outbox", "Dispatcher", "send_test_alert", "synthetic_alert"]
 
@@ -292,7 +292,7 @@ class Dispatcher:
             return list(outcomes)
         except Exception as exc:
             log.exception("output %s raised; the batch will be retried", lane.output.name)
-            return [Outcome("retry", f"{type(exc).__name__}: {exc}")] * len(alerts)
+            return [Outcome("retry", error_text(exc))] * len(alerts)
         finally:
             lane.in_flight -= 1
 
@@ -368,8 +368,8 @@ def synthetic_alert() -> Alert:
 
     now = _dt.datetime.now(_UTC)
     return Alert(
-        alert_id=make_alert_id("mcpsift.test", now.isoformat()),
-        rule_id="mcpsift.test",
+        alert_id=make_alert_id(TEST_RULE_ID, now.isoformat()),
+        rule_id=TEST_RULE_ID,
         severity="low",
         time=now,
         tenant="default",
@@ -377,7 +377,7 @@ def synthetic_alert() -> Alert:
         title="mcpsift test alert",
         description="A synthetic alert sent by `mcpsift outputs test` to check that this output is wired up.",
         score=0.0,
-        detector="mcpsift.test",
+        detector=TEST_RULE_ID,
     )
 
 
@@ -391,7 +391,7 @@ def send_test_alert(configs: Sequence[OutputConfig]) -> list[dict[str, Any]]:
             await output.open()
             (outcome,) = await asyncio.wait_for(output.send([alert]), timeout=output.max_send_s())
         except Exception as exc:
-            outcome = Outcome("retry", f"{type(exc).__name__}: {exc}")
+            outcome = Outcome("retry", error_text(exc))
         finally:
             try:
                 await output.close()

@@ -52,15 +52,16 @@ def _states(store: Any, output: str = "hook") -> Counter:
 def test_enqueue_is_filtered_per_output_and_never_twice(store) -> None:
     configs = [
         OutputConfig(type="t", name="high-only", min_severity="high"),
-        OutputConfig(type="t", name="acme-tokens", rules=["token.audience_mismatch"], tenants=["acme"]),
-        OutputConfig(type="t", name="no-tokens", exclude_rules=["token.audience_mismatch"]),
+        OutputConfig(type="t", name="acme-tokens", rules=["auth.token_reuse_across_audiences"], tenants=["acme"]),
+        OutputConfig(type="t", name="no-tokens", exclude_rules=["auth.token_reuse_across_audiences"]),
         OutputConfig(type="t", name="off", enabled=False),
     ]
     outbox = Outbox(store, configs)
+    reuse = "auth.token_reuse_across_audiences"
     alerts = [
-        make_alert(severity="critical", session_id="a"),
-        make_alert(severity="medium", session_id="b"),
-        make_alert(severity="high", tenant="other", session_id="c"),
+        make_alert(rule_id=reuse, severity="critical", session_id="a"),
+        make_alert(rule_id=reuse, severity="medium", session_id="b"),
+        make_alert(rule_id=reuse, severity="high", tenant="other", session_id="c"),
         make_alert(rule_id="tool.poisoning", severity="low", session_id="d"),
     ]
     _store_alerts(store, outbox, alerts)

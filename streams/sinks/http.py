@@ -16,7 +16,7 @@ from pydantic import AfterValidator
 
 from mcpsift import __version__
 
-from .outputs import Outcome, Output, config_error
+from .outputs import Outcome, Output, config_error, error_text
 
 __all__ = [
     "HeaderMap",
@@ -143,7 +143,7 @@ class HttpOutput(Output):
             extensions = {"sni_hostname": server_name} if server_name else None
             return await self._client.post(url, content=content, headers=dict(headers), extensions=extensions)
         except Exception as exc:  # connection refused, timeout, TLS failure ...
-            return Outcome("retry", f"{type(exc).__name__}: {str(exc)[:200] or 'no detail'}")
+            return Outcome("retry", error_text(exc))
 
 
 class JsonPostOutput(HttpOutput):

@@ -36,6 +36,7 @@ __all__ = [
     "OUTPUT_MODULES",
     "OUTPUT_TYPES",
     "STANDARD_WEBHOOK_SCHEDULE_S",
+    "TEST_RULE_ID",
     "Outcome",
     "Output",
     "OutputConfig",
@@ -48,6 +49,7 @@ __all__ = [
     "config_secret",
     "clean_alert",
     "clean_text",
+    "error_text",
     "parse_output_configs",
     "read_secret",
     "register_output",
@@ -58,6 +60,9 @@ __all__ = [
 #: (immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h); after the last the
 #: delivery is dead (visible, re-drivable with ``mcpsift outputs redrive``)
 STANDARD_WEBHOOK_SCHEDULE_S: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+#: the rule id of the synthetic alert ``mcpsift outputs test`` sends
+TEST_RULE_ID = "mcpsift.test"
 
 #: modules (under ``mcpsift.streams.sinks``) that define outputs, each registering itself
 OUTPUT_MODULES: tuple[str, ...] = ("webhook", "splunk_hec", "elastic", "syslog", "ocsf", "file")
@@ -166,6 +171,16 @@ class OutputConfig(BaseModel):
             raise ValueError("delays must be finite and >= 0")
         return value
 
+    @field_validator("rules", "exclude_rules")
+    @classmethod
+    def _known_rules(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        from mcpsift.detectors import RULES
+
+        unknown = sorted(set(value or ()) - set(RULES) - {TEST_RULE_ID})
+        if unknown:
+            raise config_error(f"unknown rule id(s) {', '.join(unknown)} (see `mcpsift rules`)")
+        return value
+
     @property
     def output_name(self) -> str:
         return self.name or self.type
@@ -263,12 +278,7 @@ def register_output(cls: type[Output]) -> type[Output]:
 def _load_types() -> dict[str, type[Output]]:
     if len(OUTPUT_TYPES) < len(OUTPUT_MODULES):
         for module in OUTPUT_MODULES:
-            name = f"{__package__}.{module}"
-            try:
-                importlib.import_module(name)
-            except ModuleNotFoundError as exc:  # TEMPORARY while outputs are being written
-                if exc.name != name:
-                    raise
+            importlib.import_module(f"{__package__}.{module}")
     return OUTPUT_TYPES
 
 
@@ -323,6 +333,11 @@ def build_outputs(configs: Sequence[OutputConfig], *, include_disabled: bool = F
     """Output objects for the (enabled) configs."""
     types = _load_types()
     return [types[c.type](c) for c in configs if c.enabled or include_disabled]
+
+
+def error_text(exc: BaseException) -> str:
+    """How an exception reads in an outcome, status and logs: type and a short message."""
+    return f"{type(exc).__name__}: {str(exc)[:200] or 'no detail'}"
 
 
 def severity_rank(severity: str) -> int:
