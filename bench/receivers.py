@@ -30,6 +30,20 @@ class Captured:
     received_at: float = field(default_factory=time.time)
 
 
+def _serve(server: socketserver.BaseServer) -> int:
+    """Serve in a daemon thread; the bound port."""
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server.server_address[1]  # type: ignore[attr-defined]
+
+
+def _shut(server: Optional[socketserver.BaseServer]) -> None:
+    """Stop serving and close the listening socket (None: nothing to stop)."""
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+    return None
+
+
 Responder = Callable[[Captured], "tuple[int, dict[str, str], bytes]"]
 
 
@@ -92,15 +106,11 @@ class HttpReceiver:
         self._server = _Server(("127.0.0.1", self.port), Handler)
         if self.tls is not None:
             self._server.socket = self.tls.server_context().wrap_socket(self._server.socket, server_side=True)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.port = _serve(self._server)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._server = _shut(self._server)
 
     def ok_requests(self) -> list[Captured]:
         with self._lock:
@@ -204,16 +214,12 @@ class SyslogReceiver:
                     super().process_request(request, client_address)
 
             self._server = Tcp(("127.0.0.1", self.port), TcpHandler)
-        self.port = self._server.server_address[1]  # type: ignore[attr-defined]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.port = _serve(self._server)
         return self
 
     def stop(self) -> None:
         """Stop listening and drop open connections, as a receiver restart does."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._server = _shut(self._server)
         with self._lock:
             connections, self._connections = self._connections, []
         for sock in connections:
