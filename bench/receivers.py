@@ -235,8 +235,13 @@ class TlsCerts:
     ca_file: Path
     cert_file: Path
     key_file: Path
+    #: when set, the server demands a client certificate signed by this CA (mutual TLS)
+    client_ca_file: Optional[Path] = None
 
     def server_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+        if self.client_ca_file is not None:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(str(self.client_ca_file))
         return ctx

@@ -203,6 +203,17 @@ def test_tls_server_name_is_the_name_checked(http_receiver, tls_certs) -> None:
     assert len(receiver.requests) == 1
 
 
+def test_mutual_tls_sends_the_client_certificate(http_receiver, client_cert) -> None:
+    cert_file, key_file, server = client_cert
+    receiver = http_receiver(tls=server)  # demands a client certificate from its client CA
+    tls = {"ca_file": str(server.ca_file)}
+    (ok,) = send_through(_config(receiver.url, tls={**tls, "cert_file": str(cert_file), "key_file": str(key_file)}), [make_alert()])
+    assert ok.kind == "delivered"
+    (refused,) = send_through(_config(receiver.url, tls=tls), [make_alert()])
+    assert refused.kind == "retry"
+    assert len(receiver.requests) == 1
+
+
 def test_hostile_alert_stays_valid_signed_json(http_receiver) -> None:
     receiver = http_receiver()
     alert = hostile_alert()
