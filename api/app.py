@@ -12,7 +12,7 @@ from mcpsift.settings import Settings
 from mcpsift.store import Store
 from mcpsift.streams.embedded import EmbeddedRunner
 
-from .routes import alerts, health, ingest, outputs
+from .routes import alerts, health, ingest, otlp, outputs
 
 __all__ = ["create_app"]
 
@@ -43,4 +43,5 @@ def create_app(
     app.include_router(ingest.router)
     app.include_router(alerts.router)
     app.include_router(outputs.router)
+    app.include_router(otlp.router)
     return app
