@@ -360,6 +360,10 @@ from mcpsift.outputs_cli import app as outputs_app  # noqa: E402 (light: typer a
 
 app.add_typer(outputs_app, name="outputs", help="SIEM outputs: delivery status, a test alert through each, re-drive dead deliveries, re-enable.")
 
+from mcpsift.dashboards.cli import app as dashboards_app  # noqa: E402 (light: typer and rich only)
+
+app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards: build their JSON from code (build), draw them as PNGs (snapshot).")
+
 
 def main() -> None:
     app()
