@@ -201,6 +201,9 @@ def run(
         f"look at the alerts:  curl -s '{base}/v1/alerts?limit=50'   (filter: ?rule_id=session.hijack&tenant=acme)\n"
         f"                     mcpsift alerts --limit 50   (once serve has stopped; it holds the embedded store)\n"
         f"pipeline progress:   curl -s {base}/healthz\n"
+        f"SIEM deliveries:     curl -s {base}/v1/outputs   (outputs configured under `outputs:` in the config)\n"
+        "dashboards:          Grafana (docker compose) has Overview, Identity & tokens, Tools and Investigation;\n"
+        "                     without Grafana: stop serve, then  mcpsift dashboards snapshot --data-dir .mcpsift --out png/\n"
         "the traffic assumes the settings `mcpsift demo generate` writes to DIR/config.yaml (an approved-server registry, "
         "the toxic-flow label map): start serve with `--config DIR/config.yaml` for server.unapproved and every flow.",
         highlight=False,
