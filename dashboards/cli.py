@@ -31,14 +31,9 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def _need(modules: tuple[str, ...], what: str) -> None:
-    missing = []
-    for module in modules:
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
-    if missing:
-        raise _fail(f"{what} needs {', '.join(missing)}: pip install 'mcpsift[all]'")
+    from mcpsift.cli import _need as need
+
+    need(modules, what)
 
 
 @app.command()

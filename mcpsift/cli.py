@@ -47,15 +47,20 @@ def _load(config: Optional[Path], **overrides: object):  # type: ignore[no-untyp
     return settings
 
 
-def _need_all(what: str) -> None:
+def _need(modules: tuple[str, ...], what: str) -> None:
+    """Stop with a message naming the extra when an optional module is missing."""
     missing = []
-    for module in ("clickhouse_connect", "chdb", "fastapi", "uvicorn"):
+    for module in modules:
         try:
             __import__(module)
         except ImportError:
             missing.append(module)
     if missing:
         raise _fail(f"{what} needs {', '.join(missing)}: pip install 'mcpsift[all]'")
+
+
+def _need_all(what: str) -> None:
+    _need(("clickhouse_connect", "chdb", "fastapi", "uvicorn"), what)
 
 
 @app.command()
