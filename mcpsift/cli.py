@@ -369,6 +369,37 @@ from mcpsift.dashboards.cli import app as dashboards_app  # noqa: E402 (light: t
 
 app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards: build their JSON from code (build), draw them as PNGs (snapshot).")
 
+collector_app = typer.Typer(no_args_is_help=True, add_completion=False)
+app.add_typer(collector_app, name="collector", help="Collector publishers embedded in MCP servers: their spool and counters.")
+
+
+@collector_app.command("status")
+def collector_status(
+    spool_dir: Path = typer.Option(..., "--spool-dir", help="the publisher's spool_dir"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Queue depth, spool size and sent/failed/dropped/retried counters of a publisher, read from its spool dir."""
+    import json
+
+    from mcpsift.collectors.publishers import collector_status as read_status
+
+    if not spool_dir.is_dir():
+        raise _fail(f"{spool_dir} is not a directory: pass the spool_dir the publisher was given")
+    report = read_status(spool_dir)
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    spool, publisher = report["spool"], report["publisher"] or {}
+    print(f"spool {spool_dir}: {spool.get('records', 0):,} records, {spool.get('bytes', 0):,} bytes waiting"
+          f" ({'held by a running publisher' if report['running'] else 'no publisher running'})")
+    if publisher:
+        shown = ("queue_depth", "sent", "rejected", "failed", "retried", "dropped", "spilled", "replayed", "connected", "last_error", "written_at")
+        for key in shown:
+            if key in publisher:
+                print(f"  {key}: {publisher[key]}")
+    else:
+        print("  no counters yet (the publisher writes status.json every 5 s and at close)")
+
 
 def main() -> None:
     app()

@@ -20,4 +20,5 @@ pytest_plugins = [
     "tests.fixtures.clickhouse",
     "tests.fixtures.serve",
     "tests.fixtures.receivers",
+    "tests.fixtures.kafka",
 ]
