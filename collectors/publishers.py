@@ -118,6 +118,14 @@ def event_key(event: dict[str, Any]) -> bytes:
     return str(event.get("event_id", "")).encode()
 
 
+def _build_deferred() -> None:
+    """Events the hooks build just after a response (off the request path) must
+    reach this publisher before it flushes or closes."""
+    from .build import flush_pending
+
+    flush_pending()
+
+
 def _utcnow() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -389,6 +397,7 @@ class Publisher:
         """Wait until every event submitted so far is delivered (queue and spool
         empty); ``False`` if ``timeout`` seconds passed first. Cuts a retry
         backoff short once."""
+        _build_deferred()
         if self._thread is None:
             with self._lock:
                 if self._drained_locked():
@@ -421,6 +430,7 @@ class Publisher:
         """Stop accepting events, keep sending for up to ``timeout`` seconds, then
         move what is left to the spool (counted as dropped without one) and stop
         the sender. ``True`` when everything was delivered. Idempotent."""
+        _build_deferred()
         with self._lock:
             if self._closed:
                 return self._drained_locked()
