@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import re
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ import orjson
 
 from mcpsift.canonical import arguments_hash
 from mcpsift.events import SCHEMA, InvalidEvent, decode_event
-from mcpsift.events import _SECRET_PATTERNS, _SECRET_RE  # the event model's credential patterns, shared
+from mcpsift.collectors.redact import scrub
 
 __all__ = [
     "PROTOBUF",
@@ -582,27 +581,12 @@ def _clip(text: Optional[str], limit: int = _MAX_STRING) -> Optional[str]:
     return text if len(text) <= limit else text[:limit]
 
 
-# Free text may hold a credential anywhere, not only at the start of a line
-# (the pipeline's matcher checks whole fields): a bearer header quoted in an
-# error, a token in a URI's query string.
-_BEARER_ANYWHERE = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}")
-_QUERY_SECRET = re.compile(
-    r"(?i)([?&;](?:access_token|id_token|refresh_token|token|api[_-]?key|key|secret|client_secret|password|passwd|pwd|code|sig|signature)=)[^&#\s]+"
-)
-
-
 def _scrub(text: Optional[str]) -> Optional[str]:
-    """Free text: credential-looking parts replaced by ``[REDACTED:<kind>]``, 4 KiB at most."""
+    """Free text: credential-looking parts replaced by ``[REDACTED:<kind>]`` (the
+    collectors' redaction, which finds them anywhere in a text), 4 KiB at most."""
     if not text:
         return None
-
-    def replace(match: Any) -> str:
-        kind = _SECRET_PATTERNS[int(match.lastgroup[1:])][0]
-        return f"[REDACTED:{kind.replace(' ', '_').lower()}]"
-
-    text = _BEARER_ANYWHERE.sub("[REDACTED:bearer_credential]", text)
-    text = _QUERY_SECRET.sub(lambda m: m.group(1) + "[REDACTED:query_parameter]", text)
-    return _clip(_SECRET_RE.sub(replace, text))
+    return _clip(scrub(text))
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:

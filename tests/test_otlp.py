@@ -229,7 +229,7 @@ def test_mcp_spans_become_events_over_protobuf_json_and_gzip(serve_factory) -> N
     assert failed["outcome"] == {"status": "error", "reason": "tool_error", "duration_ms": 1.25}
     assert failed["tool"]["result"] == {"is_error": True}
     by_type = {e["type"]: e for e in events.values() if e["type"] != "mcp.tool_call"}
-    assert by_type["mcp.resource_read"]["resource"] == {"uri": "file:///notes.txt?token=[REDACTED:query_parameter]"}
+    assert by_type["mcp.resource_read"]["resource"] == {"uri": "file:///notes.txt?token=[REDACTED:token]"}
     assert by_type["mcp.prompt_get"]["prompt"] == {"name": "greet"}
     assert by_type["mcp.session_start"]["session"] == {"id": "sess-1", "protocol_version": "2025-11-25"}
     assert by_type["mcp.request"]["attributes"] == {
@@ -342,7 +342,7 @@ def test_error_text_is_redacted_and_event_ids_are_stable() -> None:
     call.status.message = f"upstream said 401 for Authorization: Bearer {RAW_TOKEN} " + "x" * 10_000
     (event,) = map_request(export(call)).events
     assert RAW_TOKEN not in json.dumps(event)
-    assert event["outcome"]["error"].startswith("upstream said 401 for Authorization: [REDACTED:bearer_credential] x")
+    assert event["outcome"]["error"].startswith("upstream said 401 for Authorization: Bearer [REDACTED:bearer] x")
     assert len(event["outcome"]["error"]) == 4096
     assert event["principal"] == {"subject": "alice"}
     assert event["event_id"] == map_request(export(call)).events[0]["event_id"]
