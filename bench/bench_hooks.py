@@ -224,7 +224,7 @@ def run(
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--calls", type=int, default=5_000, help="tool calls per server (default 5000)")
+    ap.add_argument("--calls", "--events", dest="calls", type=int, default=5_000, help="tool calls per server (default 5000)")
     ap.add_argument("--block", type=int, default=500, help="calls per interleaved block (default 500)")
     ap.add_argument("--mode", choices=("legacy", "modern", "both"), default="both")
     ap.add_argument("--aa", action="store_true", help="calibrate: both servers without the hook (the noise floor)")

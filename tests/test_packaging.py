@@ -21,6 +21,19 @@ def test_core_and_collectors_import_nothing_heavy() -> None:
         assert not loaded.intersection(HEAVY), f"{statement} imported {loaded.intersection(HEAVY)}"
 
 
+def test_hooks_and_publishers_load_their_integrations_only_when_used() -> None:
+    # what an MCP server imports to install the hooks: nothing of the pipeline, and the
+    # network clients (httpx, aiokafka) only when a publisher is created
+    lazy = HEAVY + ("httpx", "aiokafka", "opentelemetry", "jwt")
+    for module in ("build", "redact", "verifier", "asgi", "sink", "spool", "publishers"):
+        loaded = _imported_after(f"import mcpsift.collectors.{module}")
+        assert not loaded.intersection(lazy), f"mcpsift.collectors.{module} imported {loaded.intersection(lazy)}"
+    # the SDK middleware adds nothing heavy to what the MCP SDK itself loads
+    sdk_alone = _imported_after("import mcp.server.mcpserver")
+    added = _imported_after("import mcpsift.collectors.mcp_sdk") - sdk_alone
+    assert not added.intersection(lazy), f"mcpsift.collectors.mcp_sdk imported {added.intersection(lazy)}"
+
+
 def test_subpackages_map_to_the_top_level_folders() -> None:
     import mcpsift.api
     import mcpsift.collectors
