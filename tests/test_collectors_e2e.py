@@ -134,3 +134,50 @@ def test_hooks_to_kafka_through_the_kafka_publisher(broker, tmp_path: Path) -> N
     assert [e["type"] for e in session_events][-1] == "mcp.session_end"
     _expected_types(published)
     _no_raw_token([r.value for r in records] + [r.key or b"" for r in records], tokens)
+
+
+def test_ingest_outage_mid_session_loses_nothing_and_keeps_session_order(serve_factory, tmp_path: Path) -> None:
+    """Tool calls go on while `mcpsift serve` is down (killed), the publisher
+    spools; serve comes back on the same port: every event is stored once, and
+    the session's events are stored in the order the hooks built them."""
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    server = serve_factory()
+    publisher = HttpPublisher(server.url + "/v1/events", spool_dir=str(tmp_path / "spool"), spill_after=0.5).start()
+    tee = Tee(publisher)
+    issuer = JWTIssuer()
+    with running_server(tee, issuer) as mcp_server:
+        token = issuer.mint(audience=mcp_server.resource, scopes=["crm:read"])
+
+        async def calls(n: int, session: Any) -> None:
+            for i in range(n):
+                await session.call_tool("find_contact", {"query": f"contact {i}"})
+
+        async def session_with_outage() -> None:
+            async with http_client(token) as http:
+                async with streamable_http_client(mcp_server.url, http_client=http) as (read, write):
+                    async with ClientSession(read, write) as session:
+                        await session.initialize()
+                        await calls(15, session)
+                        await anyio.to_thread.run_sync(server.kill)  # ingest gone, calls go on
+                        await calls(30, session)
+                        await anyio.to_thread.run_sync(lambda: server.start(port=server.port))
+                        await calls(15, session)
+
+        anyio.run(session_with_outage)
+        flush_pending()
+    assert publisher.flush(timeout=60), publisher.status()
+    status = publisher.status()
+    publisher.close()
+    assert status["spilled"] > 0, "the outage should have sent events to the spool"
+    server.stop()
+
+    report = stored_events(server.data_dir)
+    # a batch in flight when serve died is sent again (at-least-once): stored once as every query sees it
+    assert report["event_id_counts"] == {e["event_id"]: 1 for e in tee.events}
+    stored_ids = list(dict.fromkeys(e["event_id"] for e in report["stored_events"]))  # first arrival, ingest order
+    session_built = [e["event_id"] for e in tee.events if e["type"].startswith("mcp.")]
+    session_stored = [i for i in stored_ids if i in set(session_built)]
+    assert session_stored == session_built, "the session's events are stored in the order they happened"
+    assert sum(1 for e in tee.events if e["type"] == "mcp.tool_call") == 60
