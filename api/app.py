@@ -13,6 +13,7 @@ from mcpsift.store import Store
 from mcpsift.streams.embedded import EmbeddedRunner
 
 from .routes import alerts, health, ingest, otlp, outputs
+from .routes import replay as replay_routes
 
 __all__ = ["create_app"]
 
@@ -43,5 +44,6 @@ def create_app(
     app.include_router(ingest.router)
     app.include_router(alerts.router)
     app.include_router(outputs.router)
+    app.include_router(replay_routes.router)
     app.include_router(otlp.router)
     return app
