@@ -81,10 +81,14 @@ class Authenticator(Protocol):
 
 
 async def current_principal(request: Request) -> Principal:
+    """The caller; also kept in ``request.state.principal`` for the access audit."""
+    cached = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
     authenticator: Any = getattr(request.app.state, "authenticator", None)
-    if authenticator is None:
-        return LOCAL_ADMIN
-    return await authenticator.authenticate(request)
+    principal = LOCAL_ADMIN if authenticator is None else await authenticator.authenticate(request)
+    request.state.principal = principal
+    return principal
 
 
 def require(role: str) -> Callable[..., Any]:
