@@ -109,8 +109,15 @@ def serve(
     port: Optional[int] = typer.Option(None, help="port [default 8765; env MCPSIFT_PORT]"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="where data lives [default ./.mcpsift]"),
     config: Optional[Path] = ConfigOpt,
+    insecure_local: bool = typer.Option(
+        False, "--insecure-local", help="no authentication at all (everyone is admin); loopback addresses only"
+    ),
 ) -> None:
-    """Run the embedded pipeline: HTTP ingest -> detect -> ClickHouse (in-process)."""
+    """Run the embedded pipeline: HTTP ingest -> detect -> ClickHouse (in-process).
+
+    Secure by default: every API call needs a key or token. On the first start
+    (no keys stored, no identity provider configured) it makes an admin and an
+    ingest key and prints them once; only their hashes are stored."""
     _need_all("mcpsift serve")
     import uvicorn
 
@@ -119,6 +126,8 @@ def serve(
     from mcpsift.streams.embedded import CHECKPOINT_NAME, EmbeddedRunner
 
     settings = _load(config, host=host, port=port, data_dir=data_dir)
+    if insecure_local:
+        _refuse_insecure_unless_loopback(settings.host)
     _check_port_free(settings.host, settings.port)
     try:
         store = open_store(settings)
@@ -151,7 +160,10 @@ def serve(
             highlight=False,
         )
 
-    application = create_app(settings, store, runner, on_stopped=stopped)
+    authenticator = None if insecure_local else _secure(settings, store)
+    if insecure_local:
+        _warn_insecure(settings)
+    application = create_app(settings, store, runner, on_stopped=stopped, authenticator=authenticator)
     uvicorn.run(
         application,
         host=settings.host,
@@ -160,6 +172,127 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=30,
     )
+
+
+
+@app.command("api")
+def api_command(
+    host: Optional[str] = typer.Option(None, help="bind address [default 127.0.0.1; env MCPSIFT_HOST]"),
+    port: Optional[int] = typer.Option(None, help="port [default 8765; env MCPSIFT_PORT]"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="a stopped serve's data dir (embedded store)"),
+    config: Optional[Path] = ConfigOpt,
+    insecure_local: bool = typer.Option(
+        False, "--insecure-local", help="no authentication at all (everyone is admin); loopback addresses only"
+    ),
+) -> None:
+    """Serve only the query API (search, timelines, alerts, inventory, stats, export) over a
+    store: a ClickHouse server (clickhouse_dsn) or a stopped serve's data dir. No ingest."""
+    _need_all("mcpsift api")
+    import uvicorn
+
+    from mcpsift.api.app import create_api_app
+    from mcpsift.store import StoreError, open_store
+
+    settings = _load(config, host=host, port=port, data_dir=data_dir)
+    if insecure_local:
+        _refuse_insecure_unless_loopback(settings.host)
+    _check_port_free(settings.host, settings.port)
+    try:
+        store = open_store(settings)
+    except StoreError as exc:
+        raise _fail(str(exc))
+    authenticator = None
+    if insecure_local:
+        _warn_insecure(settings)
+    else:
+        from mcpsift.api.auth import ApiAuthenticator
+
+        try:
+            authenticator = ApiAuthenticator(settings, store)
+        except ValueError as exc:
+            raise _fail(str(exc))
+    err.print(
+        f"mcpsift {__version__} api listening on http://{settings.host}:{settings.port}  "
+        f"(GET /v1/events, /v1/alerts, /docs; no ingest)\n"
+        f"store: ClickHouse {settings.dsn.split('@')[-1]}, database {settings.database}",
+        highlight=False,
+    )
+    uvicorn.run(create_api_app(settings, store, authenticator=authenticator), host=settings.host,
+                port=settings.port, log_level="warning", access_log=False)
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _refuse_insecure_unless_loopback(host: str) -> None:
+    if not _is_loopback(host):
+        raise _fail(
+            f"--insecure-local refused on {host}: without authentication anyone who reaches the port could read "
+            "every tenant's audit log and forge events. Bind to 127.0.0.1 (--host 127.0.0.1), or drop "
+            "--insecure-local and use the API keys serve prints on its first start."
+        )
+
+
+def _warn_insecure(settings) -> None:  # type: ignore[no-untyped-def]
+    bar = "!" * 78
+    err.print(
+        f"[bold red]{bar}\n"
+        f"  WARNING: --insecure-local: NO AUTHENTICATION. Every request to http://{settings.host}:{settings.port}\n"
+        "  is treated as an all-tenant admin, and anyone on this machine can inject audit events.\n"
+        "  For local experiments only; drop --insecure-local for anything else.\n"
+        f"{bar}[/]",
+        highlight=False,
+    )
+
+
+def _secure(settings, store):  # type: ignore[no-untyped-def]
+    """The authenticator of ``serve``; on the first start, the bootstrap keys, printed once."""
+    from mcpsift.api.auth import ApiAuthenticator, bootstrap_keys, identity_provider_configured, resource_uri
+
+    try:
+        authenticator = ApiAuthenticator(settings, store)
+    except ValueError as exc:
+        raise _fail(str(exc))
+    report = bootstrap_keys(store, settings)
+    url = _local_url(settings)
+    if report.created:
+        bar = "=" * 78
+        lines = [
+            bar,
+            "  mcpsift made two API keys on this first start. They are shown ONCE, here;",
+            "  only their hashes are stored. Copy them somewhere safe now.",
+            "",
+            f"    admin key  (read, triage, replay, keys):  {report.created['admin']}",
+            f"    ingest key (POST /v1/events, /v1/traces): {report.created['ingest']}",
+            "",
+            f"  try:  curl -H \"Authorization: Bearer <admin key>\" {url}/v1/alerts",
+            "  more keys:  mcpsift apikey create --role viewer --tenant <tenant>",
+        ]
+        if settings.auth.bootstrap_keys_file is not None:
+            lines.append(f"  (also written to {settings.auth.bootstrap_keys_file}, mode 0600)")
+        lines.append(bar)
+        err.print("\n".join(lines), highlight=False, markup=False)
+    else:
+        idp = f"; bearer tokens from {settings.auth.issuer} accepted" if identity_provider_configured(settings) else ""
+        err.print(
+            f"auth: {report.active_keys} active API key(s){idp}; resource {resource_uri(settings)} "
+            "(`mcpsift apikey list` shows them)",
+            highlight=False,
+            markup=False,
+        )
+    return authenticator
+
+
+def _local_url(settings) -> str:  # type: ignore[no-untyped-def]
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    return f"http://{host}:{settings.port}"
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -362,12 +495,19 @@ from mcpsift.demo.cli import app as demo_app  # noqa: E402 (light: typer and ric
 app.add_typer(demo_app, name="demo", help="Labelled demo traffic: generate it, score the detectors on it (evaluate), stream it into serve (run).")
 
 from mcpsift.outputs_cli import app as outputs_app  # noqa: E402 (light: typer and rich only)
+from mcpsift.apikey_cli import app as apikey_app  # noqa: E402 (light: typer and rich only)
+
+app.add_typer(apikey_app, name="apikey", help="API keys for automation: create (shown once), list, revoke.")
 
 app.add_typer(outputs_app, name="outputs", help="SIEM outputs: delivery status, a test alert through each, re-drive dead deliveries, re-enable.")
 
 from mcpsift.dashboards.cli import app as dashboards_app  # noqa: E402 (light: typer and rich only)
 
 app.add_typer(dashboards_app, name="dashboards", help="Grafana dashboards: build their JSON from code (build), draw them as PNGs (snapshot).")
+
+from mcpsift.verify_cli import verify as _verify  # noqa: E402 (light: typer and rich only)
+
+app.command("verify")(_verify)
 
 collector_app = typer.Typer(no_args_is_help=True, add_completion=False)
 app.add_typer(collector_app, name="collector", help="Collector publishers embedded in MCP servers: their spool and counters.")

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-__all__ = ["Settings", "DetectorSettings", "ConfigError", "get_settings", "load_settings"]
+__all__ = ["Settings", "DetectorSettings", "AuthSettings", "ConfigError", "get_settings", "load_settings"]
 
 
 class ConfigError(ValueError):
@@ -40,6 +40,66 @@ class DetectorSettings(BaseModel):
     #: per-tenant overrides of those: ``{tenant: {rule_id: {parameter: value}}}``; a
     #: tenant's value wins over ``thresholds``, which wins over the spec's default
     tenant_thresholds: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+
+
+#: asymmetric JWS algorithms a bearer JWT may use; ``none`` and HMAC (HS*) never
+#: (a JWKS publishes public keys; an HMAC "key" from it would be a forgery vector)
+JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+
+
+class AuthSettings(BaseModel):
+    """Who may call the API (docs/operations.md, "Security")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: this API's own resource URI (RFC 8707/9728); default ``http://<host>:<port>``
+    resource: Optional[str] = None
+    #: the identity provider whose JWTs are accepted (``iss``); unset: API keys only
+    issuer: Optional[str] = None
+    #: where its signing keys are published (JWKS)
+    jwks_url: Optional[str] = None
+    #: the ``aud`` a token must carry; default: ``resource`` (a token for another API is refused)
+    audience: Optional[str] = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "EdDSA", "PS256"])
+    #: claim holding the caller's tenant (a string or a list; ``*`` = every tenant)
+    tenant_claim: str = "tenant"
+    #: claim holding mcpsift roles (a list or space-separated; ``scope`` entries ``mcpsift:<role>`` count too)
+    roles_claim: str = "roles"
+    #: clock skew tolerated on ``exp`` / ``nbf`` / ``iat``, in seconds
+    leeway_s: float = Field(default=30.0, ge=0, le=300)
+    #: how long fetched signing keys are trusted before a refetch, in seconds
+    jwks_cache_s: float = Field(default=300.0, gt=0)
+    #: at most one refetch per this many seconds when a token names an unknown ``kid``
+    jwks_min_refetch_s: float = Field(default=30.0, ge=0)
+    #: requests per second per key / token subject (token bucket; 0 = no limit) and its burst
+    rate_limit_per_s: float = Field(default=100.0, ge=0)
+    rate_limit_burst: int = Field(default=200, ge=1)
+    #: the same for ingest-only keys, which a fleet of MCP servers may share
+    ingest_rate_limit_per_s: float = Field(default=2000.0, ge=0)
+    ingest_rate_limit_burst: int = Field(default=4000, ge=1)
+    #: seconds a verified API key is remembered before the store is asked again
+    key_cache_s: float = Field(default=5.0, ge=0)
+    #: on first start, also write the generated keys here (JSON, mode 0600), e.g. a secrets volume
+    bootstrap_keys_file: Optional[Path] = None
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: list[str]) -> list[str]:
+        bad = [a for a in value if a not in JWT_ALGORITHMS]
+        if bad:
+            raise ValueError(
+                f"{', '.join(bad)} not allowed (`none` and HS* are refused); choose from {', '.join(JWT_ALGORITHMS)}"
+            )
+        if not value:
+            raise ValueError(f"give at least one of {', '.join(JWT_ALGORITHMS)}")
+        return value
+
+    @field_validator("resource", "issuer", "jwks_url", "audience")
+    @classmethod
+    def _url(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value  # compared exactly: the ``iss`` / ``aud`` a token carries must match byte for byte
 
 
 class Settings(BaseSettings):
@@ -73,10 +133,15 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = Field(default=5.0, gt=0)
     #: how many recent event ids the pipeline remembers to drop redeliveries
     dedup_window_events: int = Field(default=200_000, ge=1000)
+    #: hash-chain every stored ingest batch per tenant (``mcpsift verify``; docs/operations.md
+    #: "Tamper evidence"); off only to measure its cost
+    tamper_evidence: bool = True
     detectors: DetectorSettings = Field(default_factory=DetectorSettings)
     #: SIEM outputs: a list of ``{type: webhook|splunk_hec|elastic|syslog|ocsf|file, ...}``
     #: (docs/outputs.md); validated strictly at start-up
     outputs: list[Any] = Field(default_factory=list)
+    #: authentication of API callers: JWT issuer, API keys, rate limits
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @field_validator("outputs")
     @classmethod

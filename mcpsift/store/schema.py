@@ -13,7 +13,7 @@ every query, before and after background merges.
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "EVENT_COLUMNS", "ALERT_COLUMNS", "DEAD_LETTER_COLUMNS", "DELIVERY_COLUMNS"]
+__all__ = ["MIGRATIONS", "EVENT_COLUMNS", "ALERT_COLUMNS", "DEAD_LETTER_COLUMNS", "DELIVERY_COLUMNS", "API_AUDIT_COLUMNS"]
 
 EVENT_COLUMNS = (
     "event_id",
@@ -62,6 +62,19 @@ ALERT_COLUMNS = (
 )
 
 DEAD_LETTER_COLUMNS = ("received_at", "source", "reason", "payload", "position")
+
+API_AUDIT_COLUMNS = (
+    "time",
+    "subject",
+    "via",
+    "tenants",
+    "method",
+    "path",
+    "query",
+    "status",
+    "duration_ms",
+    "client_ip",
+)
 
 DELIVERY_COLUMNS = (
     "output",
@@ -190,6 +203,123 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             )
             ENGINE = ReplacingMergeTree(version)
             ORDER BY (output, alert_id)
+            """,
+        ],
+    ),
+    (
+        3,
+        "chain, chain_checkpoints: the hash chain over stored event batches (tamper evidence)",
+        [
+            # One row per stored ingest batch per tenant (mcpsift/store/chain.py):
+            # the batch's physical rows (ingest_seqs, event_ids, per-row hashes),
+            # the batch hash and the running chain hash. Append-only MergeTree:
+            # a second row with the same (tenant, seq) is itself a finding.
+            """
+            CREATE TABLE IF NOT EXISTS {db}.chain
+            (
+                tenant LowCardinality(String),
+                seq UInt64,
+                kind LowCardinality(String),
+                first_ingest_seq UInt64,
+                last_ingest_seq UInt64,
+                row_count UInt32,
+                min_time DateTime64(3, 'UTC'),
+                ingest_seqs Array(UInt64) CODEC(Delta, ZSTD(3)),
+                event_ids Array(String) CODEC(ZSTD(3)),
+                row_hashes Array(String) CODEC(ZSTD(1)),
+                batch_hash String,
+                prev_hash String,
+                chain_hash String,
+                created_at DateTime64(3, 'UTC')
+            )
+            ENGINE = MergeTree
+            ORDER BY (tenant, seq)
+            """,
+            # every CHECKPOINT_EVERY entries per tenant: the chain hash so far,
+            # kept apart so rewriting the chain table alone does not go unseen
+            """
+            CREATE TABLE IF NOT EXISTS {db}.chain_checkpoints
+            (
+                tenant LowCardinality(String),
+                seq UInt64,
+                last_ingest_seq UInt64,
+                chain_hash String,
+                created_at DateTime64(3, 'UTC')
+            )
+            ENGINE = MergeTree
+            ORDER BY (tenant, seq)
+            """,
+        ],
+    ),
+    (
+        4,
+        "api_keys: API keys for automation, stored as hashes; revocation is a new row",
+        [
+            # key_hash is sha256 of the whole key; the secret itself is never stored.
+            # Every change (revocation) is a new row with a higher version; FINAL shows the latest.
+            """
+            CREATE TABLE IF NOT EXISTS {db}.api_keys
+            (
+                key_id String,
+                name String,
+                key_hash String,
+                roles Array(LowCardinality(String)),
+                tenants Array(String),
+                all_tenants UInt8,
+                created_by String,
+                created_at DateTime64(3, 'UTC'),
+                revoked_at Nullable(DateTime64(3, 'UTC')),
+                version UInt64
+            )
+            ENGINE = ReplacingMergeTree(version)
+            ORDER BY key_id
+            """,
+        ],
+    ),
+    (
+        5,
+        "alert_changes: alert triage, event-sourced (one row per change; current state derived)",
+        [
+            # A NULL field means "not changed by this record"; the current value
+            # of a field is its latest non-NULL value (mcpsift/store/triage.py).
+            """
+            CREATE TABLE IF NOT EXISTS {db}.alert_changes
+            (
+                alert_id String,
+                tenant LowCardinality(String),
+                changed_at DateTime64(3, 'UTC'),
+                seq UInt64,
+                actor String,
+                status Nullable(String),
+                assignee Nullable(String),
+                note Nullable(String)
+            )
+            ENGINE = MergeTree
+            ORDER BY (tenant, alert_id, changed_at, seq)
+            """,
+        ],
+    ),
+    (
+        6,
+        "api_audit: who called the API for what (api/audit.py)",
+        [
+            """
+            CREATE TABLE IF NOT EXISTS {db}.api_audit
+            (
+                time DateTime64(3, 'UTC'),
+                subject String,
+                via LowCardinality(String),
+                tenants Array(String),
+                method LowCardinality(String),
+                path String,
+                query String,
+                status UInt16,
+                duration_ms Float64,
+                client_ip String
+            )
+            ENGINE = MergeTree
+            PARTITION BY toYYYYMM(time)
+            ORDER BY (time, subject)
             """,
         ],
     ),

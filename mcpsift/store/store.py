@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from mcpsift.alerts import Alert
 
-from .schema import ALERT_COLUMNS, DEAD_LETTER_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, MIGRATIONS
+from .schema import API_AUDIT_COLUMNS, ALERT_COLUMNS, DEAD_LETTER_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, MIGRATIONS
 
 __all__ = ["Store", "StoreError", "event_row", "open_store"]
 
@@ -506,6 +506,31 @@ class Store:
             except ValueError:
                 continue
         return states
+
+    # -- the API's own access log -----------------------------------------------
+
+    def insert_api_audit(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Rows in the order of ``mcpsift.api.audit.AUDIT_COLUMNS``."""
+        if rows:
+            self.client.insert(self._t("api_audit"), list(rows), column_names=API_AUDIT_COLUMNS)
+
+    def list_api_audit(
+        self, *, subject: Optional[str] = None, since: Optional[_dt.datetime] = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Newest first."""
+        conditions, params = [], {"limit": int(limit)}
+        if subject:
+            conditions.append("subject = {subject:String}")
+            params["subject"] = subject
+        if since:
+            conditions.append("time >= {since:DateTime64(3, 'UTC')}")
+            params["since"] = since
+        where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
+        rows = self.query_rows(
+            f"SELECT {', '.join(API_AUDIT_COLUMNS)} FROM {self._t('api_audit')} {where} ORDER BY time DESC LIMIT {{limit:UInt32}}",
+            params,
+        )
+        return [{**dict(zip(API_AUDIT_COLUMNS, r)), "time": _aware(r[0]).isoformat()} for r in rows]
 
     def close(self) -> None:
         client = getattr(self._local, "client", None)
