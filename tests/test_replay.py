@@ -31,7 +31,7 @@ def _wait(server: ServeProcess, job_id: str, timeout: float = 120) -> dict:
 
 
 def _alerts(server: ServeProcess) -> dict[str, str]:
-    return {a["alert_id"]: a["rule_id"] for a in server.get("/v1/alerts", params={"limit": 10_000}).json()}
+    return {a["alert_id"]: a["rule_id"] for a in server.get("/v1/alerts", params={"limit": 1000}).json()["items"]}
 
 
 def _settle(server: ServeProcess) -> None:
