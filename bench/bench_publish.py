@@ -40,11 +40,11 @@ from typing import Any, Optional
 import orjson
 
 try:  # as a module: bench.bench_publish (or mcpsift.bench.bench_publish)
-    from .bench_serve import _start_server
+    from .bench_serve import _start_server, ingest_key
     from .gen import generate
     from .report import emit
 except ImportError:  # as a script: python bench/bench_publish.py
-    from bench_serve import _start_server  # type: ignore[no-redef]
+    from bench_serve import _start_server, ingest_key  # type: ignore[no-redef]
     from gen import generate  # type: ignore[no-redef]
     from report import emit  # type: ignore[no-redef]
 
@@ -129,11 +129,11 @@ async def _raw_kafka(bootstrap: str, topic: str, pairs: list[tuple[bytes, bytes]
         await producer.stop()
 
 
-def _raw_http(url: str, events_bytes: list[bytes]) -> float:
+def _raw_http(url: str, events_bytes: list[bytes], key: str) -> float:
     import httpx
 
     bodies = [b"\n".join(events_bytes[i : i + BATCH]) for i in range(0, len(events_bytes), BATCH)]
-    with httpx.Client(timeout=120) as client:
+    with httpx.Client(timeout=120, headers={"authorization": f"Bearer {key}"}) as client:
         t = time.perf_counter()
         for body in bodies:
             r = client.post(url, content=body, headers={"content-type": "application/x-ndjson"})
@@ -233,8 +233,9 @@ def run(n: int = 100_000, seed: int = 7, http: bool = True, progress: bool = Tru
             sproc, url = _start_server(data_dir)
             try:
                 half = n // 2
-                raw_http = _raw_http(url + "/v1/events", lines[:half])
-                h = _publish(HttpPublisher(url, batch_size=BATCH, spool_dir=work / "hspool", full_policy="block"),
+                raw_http = _raw_http(url + "/v1/events", lines[:half], ingest_key(data_dir))
+                h = _publish(HttpPublisher(url, batch_size=BATCH, spool_dir=work / "hspool", full_policy="block",
+                                           ingest_key=ingest_key(data_dir)),
                              events[half:])
                 result.update(
                     http_events=n - half,

@@ -65,9 +65,22 @@ def _batches(n: int, seed: int, start: str) -> list[bytes]:
     return [b"\n".join(lines[i : i + BATCH]) for i in range(0, len(lines), BATCH)]
 
 
+def _keys_file(data_dir: Path) -> Path:
+    return data_dir.with_name(data_dir.name + ".keys.json")
+
+
+def ingest_key(data_dir: Path) -> str:
+    """The ingest key a server started by :func:`_start_server` made on its first start."""
+    import json
+
+    return json.loads(_keys_file(data_dir).read_text())["ingest"]
+
+
 def _start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCPSIFT_")}
+    # secure by default: serve makes an ingest key on its first start and writes it here for us
+    env["MCPSIFT_AUTH__BOOTSTRAP_KEYS_FILE"] = str(_keys_file(data_dir))
     cmd = [sys.executable, "-m", "mcpsift.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)]
     log = open(data_dir / "serve.log", "wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -103,6 +116,9 @@ def _post_all(client: Any, url: str, batches: list[bytes]) -> int:
     accepted = 0
     for body in batches:
         r = client.post(url + "/v1/events", content=body, headers={"content-type": "application/x-ndjson"})
+        if r.status_code == 429:  # over the ingest key's rate limit: wait as told
+            time.sleep(float(r.headers.get("retry-after", "1")))
+            r = client.post(url + "/v1/events", content=body, headers={"content-type": "application/x-ndjson"})
         if r.status_code != 202:
             raise RuntimeError(f"ingest answered {r.status_code}: {r.text[:300]}")
         accepted += r.json()["accepted"]
@@ -124,7 +140,7 @@ def run(n: int = 100_000, soak_seconds: float = 0.0, seed: int = 7, progress: bo
     result: dict[str, Any] = {"events": len(lines), "batch": BATCH, "orjson_events_per_s": baseline}
     try:
         result["rss_start_mib"] = _rss_mib(proc.pid)
-        with httpx.Client(timeout=120) as client:
+        with httpx.Client(timeout=120, headers={"authorization": f"Bearer {ingest_key(data_dir)}"}) as client:
             t = time.perf_counter()
             accepted = _post_all(client, url, batches)
             ingest_s = time.perf_counter() - t

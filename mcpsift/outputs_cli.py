@@ -22,6 +22,10 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file with an `outputs:` list")
+ApiKeyOpt = typer.Option(
+    None, "--api-key", envvar="MCPSIFT_API_KEY",
+    help="a key for the running serve (viewer for status, admin for redrive/enable) [env MCPSIFT_API_KEY]",
+)
 
 
 def _settings(config: Optional[Path]) -> Any:
@@ -39,14 +43,23 @@ def _serve_url(settings: Any) -> str:
     return f"http://{host}:{settings.port}"
 
 
-def _via_serve(settings: Any, method: str, path: str, body: Any = None) -> Optional[Any]:
+def _via_serve(
+    settings: Any, method: str, path: str, body: Any = None, api_key: Optional[str] = None
+) -> Optional[Any]:
     """The JSON answer of a running ``mcpsift serve``; None when none is listening."""
     import httpx
 
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        response = httpx.request(method, _serve_url(settings) + path, json=body, timeout=10)
+        response = httpx.request(method, _serve_url(settings) + path, json=body, headers=headers, timeout=10)
     except httpx.TransportError:
         return None
+    if response.status_code in (401, 403):
+        from mcpsift.cli import _fail
+
+        hint = "pass a key with --api-key or MCPSIFT_API_KEY" if not api_key else "use a key with that role"
+        raise _fail(f"mcpsift serve is running and refused this ({response.status_code}: "
+                    f"{response.json().get('detail', '')}); {hint}")
     if response.status_code == 404 and path.startswith("/v1/outputs/"):
         from mcpsift.cli import _fail
 
@@ -82,12 +95,13 @@ def _check_name(settings: Any, name: str) -> None:
 def status(
     config: Optional[Path] = ConfigOpt,
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    api_key: Optional[str] = ApiKeyOpt,
 ) -> None:
     """Per output: backlog, delivered, dead, last error, and whether its receiver disabled it."""
     from mcpsift.streams.outbox import output_status
 
     settings = _settings(config)
-    rows = _via_serve(settings, "GET", "/v1/outputs")
+    rows = _via_serve(settings, "GET", "/v1/outputs", api_key=api_key)
     source = "running serve"
     if rows is None:
         rows = _with_store(settings, lambda store: output_status(store, settings.outputs))
@@ -148,11 +162,12 @@ def redrive(
     name: str = typer.Argument(..., help="output name"),
     alert_id: Optional[list[str]] = typer.Option(None, "--alert-id", help="only these alerts (repeatable)"),
     config: Optional[Path] = ConfigOpt,
+    api_key: Optional[str] = ApiKeyOpt,
 ) -> None:
     """Make the dead deliveries of an output pending again, with a fresh retry schedule."""
     settings = _settings(config)
     _check_name(settings, name)
-    answer = _via_serve(settings, "POST", f"/v1/outputs/{name}/redrive", {"alert_ids": alert_id})
+    answer = _via_serve(settings, "POST", f"/v1/outputs/{name}/redrive", {"alert_ids": alert_id}, api_key=api_key)
     count = answer["redriven"] if answer is not None else _with_store(
         settings, lambda store: store.redrive_deliveries(name, alert_id)
     )
@@ -160,10 +175,14 @@ def redrive(
 
 
 @app.command()
-def enable(name: str = typer.Argument(..., help="output name"), config: Optional[Path] = ConfigOpt) -> None:
+def enable(
+    name: str = typer.Argument(..., help="output name"),
+    config: Optional[Path] = ConfigOpt,
+    api_key: Optional[str] = ApiKeyOpt,
+) -> None:
     """Re-enable an output that its receiver disabled (HTTP 410 Gone)."""
     settings = _settings(config)
     _check_name(settings, name)
-    if _via_serve(settings, "POST", f"/v1/outputs/{name}/enable") is None:
+    if _via_serve(settings, "POST", f"/v1/outputs/{name}/enable", api_key=api_key) is None:
         _with_store(settings, lambda store: store.save_output_state(name, {"disabled": None}))
     out.print(f"{name}: enabled")

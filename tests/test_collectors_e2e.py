@@ -86,7 +86,7 @@ def _no_raw_token(blobs: list[bytes], tokens: list[str]) -> None:
 def test_hooks_to_mcpsift_serve_through_the_http_publisher(serve_factory, tmp_path: Path) -> None:
     server = serve_factory()
     spool = tmp_path / "spool"
-    publisher = HttpPublisher(server.url + "/v1/events", spool_dir=str(spool)).start()
+    publisher = HttpPublisher(server.url + "/v1/events", spool_dir=str(spool), ingest_key=server.ingest_key).start()
     tee = Tee(publisher)
     tokens = _session_with_attacks(tee)
     assert publisher.flush(timeout=30), publisher.status()
@@ -144,7 +144,8 @@ def test_ingest_outage_mid_session_loses_nothing_and_keeps_session_order(serve_f
     from mcp.client.streamable_http import streamable_http_client
 
     server = serve_factory()
-    publisher = HttpPublisher(server.url + "/v1/events", spool_dir=str(tmp_path / "spool"), spill_after=0.5).start()
+    publisher = HttpPublisher(server.url + "/v1/events", spool_dir=str(tmp_path / "spool"), spill_after=0.5,
+                              ingest_key=server.ingest_key).start()
     tee = Tee(publisher)
     issuer = JWTIssuer()
     with running_server(tee, issuer) as mcp_server:

@@ -157,16 +157,16 @@ def test_mcp_spans_become_events_over_protobuf_json_and_gzip(serve_factory) -> N
         # the client side of the same call: ignored, the server side reports it
         span("MCP send tools/call get_weather", {"mcp.method.name": "tools/call"}, kind=Span.SPAN_KIND_CLIENT),
     )
-    r = httpx.post(server.url + "/v1/traces", content=first.SerializeToString(), headers=PROTOBUF)
+    r = httpx.post(server.url + "/v1/traces", content=first.SerializeToString(), headers={**PROTOBUF, **server.ingest_headers})
     assert r.status_code == 200 and r.headers["content-type"] == "application/x-protobuf"
     assert not response_of(r).HasField("partial_success")
 
     # the exporter retries the same batch: no duplicates
-    r = httpx.post(server.url + "/v1/traces", content=first.SerializeToString(), headers=PROTOBUF)
+    r = httpx.post(server.url + "/v1/traces", content=first.SerializeToString(), headers={**PROTOBUF, **server.ingest_headers})
     assert r.status_code == 200
 
     json_call = tool_call_span("get_forecast", session="sess-2")
-    r = httpx.post(server.url + "/v1/traces", content=otlp_json(export(json_call)), headers=JSON)
+    r = httpx.post(server.url + "/v1/traces", content=otlp_json(export(json_call)), headers={**JSON, **server.ingest_headers})
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert r.json() == {}
 
@@ -174,14 +174,14 @@ def test_mcp_spans_become_events_over_protobuf_json_and_gzip(serve_factory) -> N
     r = httpx.post(
         server.url + "/v1/traces",
         content=gzip.compress(export(gzip_call).SerializeToString()),
-        headers={**PROTOBUF, "Content-Encoding": "gzip"},
+        headers={**PROTOBUF, **server.ingest_headers, "Content-Encoding": "gzip"},
     )
     assert r.status_code == 200
     deflate_call = tool_call_span("get_radar", session="sess-3")
     r = httpx.post(
         server.url + "/v1/traces",
         content=zlib.compress(otlp_json(export(deflate_call))),
-        headers={**JSON, "Content-Encoding": "deflate"},
+        headers={**JSON, **server.ingest_headers, "Content-Encoding": "deflate"},
     )
     assert r.status_code == 200 and r.json() == {}
 
@@ -247,7 +247,7 @@ def test_bad_bodies_are_refused_with_the_otlp_status_codes(serve_factory) -> Non
     server = serve_factory(max_body_bytes=65_536)
     url = server.url + "/v1/traces"
 
-    r = httpx.post(url, content=b"\xff\xff\xff\xff garbage", headers=PROTOBUF)
+    r = httpx.post(url, content=b"\xff\xff\xff\xff garbage", headers={**PROTOBUF, **server.ingest_headers})
     assert r.status_code == 400 and r.headers["content-type"] == "application/x-protobuf"
     assert status_of(r).code == 3 and "protobuf" in status_of(r).message
 
@@ -257,22 +257,22 @@ def test_bad_bodies_are_refused_with_the_otlp_status_codes(serve_factory) -> Non
         (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz", "spanId": "00"}]}]}]}', "must be hex"),
         (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": "soon"}]}]}]}', "OTLP JSON"),
     ):
-        r = httpx.post(url, content=body, headers=JSON)
+        r = httpx.post(url, content=body, headers={**JSON, **server.ingest_headers})
         assert r.status_code == 400, body
         assert why in status_of(r).message, (body, status_of(r).message)
 
-    r = httpx.post(url, content=b"hello", headers={"Content-Type": "text/plain"})
+    r = httpx.post(url, content=b"hello", headers={"Content-Type": "text/plain", **server.ingest_headers})
     assert r.status_code == 415 and "application/x-protobuf" in status_of(r).message
-    r = httpx.post(url, content=b"hello", headers={**PROTOBUF, "Content-Encoding": "br"})
+    r = httpx.post(url, content=b"hello", headers={**PROTOBUF, **server.ingest_headers, "Content-Encoding": "br"})
     assert r.status_code == 415 and "gzip" in status_of(r).message
 
     bomb = gzip.compress(b"\0" * (50 * 1024 * 1024))  # 50 MiB of zeros in ~50 KiB
     assert len(bomb) < 65_536
-    r = httpx.post(url, content=bomb, headers={**PROTOBUF, "Content-Encoding": "gzip"})
+    r = httpx.post(url, content=bomb, headers={**PROTOBUF, **server.ingest_headers, "Content-Encoding": "gzip"})
     assert r.status_code == 413 and "decompressed" in status_of(r).message
-    r = httpx.post(url, content=b"\0" * 70_000, headers=PROTOBUF)
+    r = httpx.post(url, content=b"\0" * 70_000, headers={**PROTOBUF, **server.ingest_headers})
     assert r.status_code == 413
-    r = httpx.post(url, content=gzip.compress(export(tool_call_span()).SerializeToString())[:-12], headers={**PROTOBUF, "Content-Encoding": "gzip"})
+    r = httpx.post(url, content=gzip.compress(export(tool_call_span()).SerializeToString())[:-12], headers={**PROTOBUF, **server.ingest_headers, "Content-Encoding": "gzip"})
     assert r.status_code == 400 and "truncated" in status_of(r).message
 
     # MCP spans that cannot become events: 200 with partial success, ids kept, content not
@@ -281,7 +281,7 @@ def test_bad_bodies_are_refused_with_the_otlp_status_codes(serve_factory) -> Non
     no_ids.trace_id = b"\0" * 16
     no_time = tool_call_span()
     no_time.start_time_unix_nano = 0
-    r = httpx.post(url, content=export(good, no_ids, no_time).SerializeToString(), headers=PROTOBUF)
+    r = httpx.post(url, content=export(good, no_ids, no_time).SerializeToString(), headers={**PROTOBUF, **server.ingest_headers})
     assert r.status_code == 200
     partial = response_of(r).partial_success
     assert partial.rejected_spans == 2

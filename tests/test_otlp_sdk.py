@@ -41,12 +41,12 @@ def _provider() -> TracerProvider:
 class Tracing:
     """Spans of one test: exported to mcpsift over OTLP/HTTP, and recorded here to compare."""
 
-    def __init__(self, endpoint: str):
+    def __init__(self, endpoint: str, headers: dict[str, str]):
         self.provider = _provider()
         self.recorder = InMemorySpanExporter()
         self._recording = SimpleSpanProcessor(self.recorder)
         self.exporting = BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=endpoint, compression=Compression.Gzip), schedule_delay_millis=100
+            OTLPSpanExporter(endpoint=endpoint, compression=Compression.Gzip, headers=headers), schedule_delay_millis=100
         )
         self.provider.add_span_processor(self._recording)
         self.provider.add_span_processor(self.exporting)
@@ -70,7 +70,7 @@ def tracing_to(serve_factory) -> Iterator[Any]:
     made: list[Tracing] = []
 
     def make(server: Any) -> Tracing:
-        made.append(Tracing(server.url + "/v1/traces"))
+        made.append(Tracing(server.url + "/v1/traces", server.ingest_headers))
         return made[-1]
 
     yield make

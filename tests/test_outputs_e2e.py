@@ -55,11 +55,11 @@ def test_serve_delivers_every_alert_once_through_an_outage_and_a_kill_9(tmp_path
     # event and the detectors produce every alert a second time
     server = serve_factory(config=config, allowed_lateness_s="1", checkpoint_interval_s="600")
     for i in range(0, len(lines), 2_000):
-        r = httpx.post(server.url + "/v1/events", content=b"\n".join(lines[i : i + 2_000]), timeout=60)
+        r = httpx.post(server.url + "/v1/events", content=b"\n".join(lines[i : i + 2_000]), headers=server.ingest_headers, timeout=60)
         assert r.status_code == 202
 
     def status() -> dict:
-        return {row["name"]: row for row in httpx.get(server.url + "/v1/outputs", timeout=10).json()}
+        return {row["name"]: row for row in httpx.get(server.url + "/v1/outputs", headers=server.admin_headers, timeout=10).json()}
 
     assert wait_until(lambda: status()["archive"]["delivered"] == len(expected), timeout=60), status()
     siem = status()["siem"]
@@ -108,12 +108,12 @@ def test_outputs_commands(tmp_path, serve_factory, http_receiver) -> None:
     result = subprocess.run([sys.executable, "-m", "mcpsift.cli", "outputs", "status", *settings_args, "--json"],
                             capture_output=True, text=True, timeout=120, cwd=REPO,
                             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **env_dir,
-                                 "MCPSIFT_PORT": str(server.port)})
+                                 "MCPSIFT_PORT": str(server.port), "MCPSIFT_API_KEY": server.admin_key})
     assert result.returncode == 0, result.stderr
     assert "since_start" in json.loads(result.stdout)[0]  # the running server answered
-    r = httpx.post(server.url + "/v1/outputs/nope/redrive", timeout=10)
+    r = httpx.post(server.url + "/v1/outputs/nope/redrive", headers=server.admin_headers, timeout=10)
     assert r.status_code == 404 and "siem" in r.json()["detail"]
-    r = httpx.post(server.url + "/v1/outputs/siem/redrive", timeout=10)
+    r = httpx.post(server.url + "/v1/outputs/siem/redrive", headers=server.admin_headers, timeout=10)
     assert r.json() == {"output": "siem", "redriven": 0}
     server.stop()
 

@@ -95,7 +95,7 @@ def test_http_every_event_once_and_rejected_ones_are_not_retried(serve_factory: 
     server = serve_factory()
     events = _events(1000)
     bad = [{"schema": "mcpsift.event/1", "event_id": f"bad-{i}", "time": "2026-11-20T00:00:00Z"} for i in range(3)]
-    pub = HttpPublisher(server.url + "/v1/events", spool_dir=tmp_path / "spool", batch_size=200, **FAST)
+    pub = HttpPublisher(server.url + "/v1/events", spool_dir=tmp_path / "spool", batch_size=200, ingest_key=server.ingest_key, **FAST)
     assert isinstance(pub, EventSink)
     for i, ev in enumerate(events):
         assert pub.submit(ev)
@@ -119,7 +119,7 @@ def test_http_outage_mid_stream_every_event_once_in_order(serve_factory: Callabl
     server = serve_factory()
     port = server.port
     events = _events(3000, seed=11)
-    pub = HttpPublisher(server.url, spool_dir=tmp_path / "spool", batch_size=100, **FAST)
+    pub = HttpPublisher(server.url, spool_dir=tmp_path / "spool", batch_size=100, ingest_key=server.ingest_key, **FAST)
     _submit_paced(pub, events[:1000])
     server.kill()
     _submit_paced(pub, events[1000:2000])
@@ -176,7 +176,7 @@ def test_kill_9_with_a_non_empty_spool_then_a_restart_drains_it(serve_factory: C
     assert left["records"] == n and left["in_use"] is False
 
     server = serve_factory()
-    pub = HttpPublisher(server.url, spool_dir=spool_dir, **FAST)
+    pub = HttpPublisher(server.url, spool_dir=spool_dir, ingest_key=server.ingest_key, **FAST)
     assert pub.flush(20), pub.status()
     assert pub.status()["replayed"] == n
     pub.close(5)
@@ -238,7 +238,8 @@ def test_a_full_spool_drops_the_newest_and_says_so(tmp_path: Path) -> None:
 def test_block_policy_makes_submit_wait_for_room(serve_factory: Callable[..., ServeProcess], tmp_path: Path) -> None:
     server = serve_factory()
     events = _events(11)
-    pub = HttpPublisher(server.url, queue_size=10, autostart=False, full_policy="block", block_timeout=10, **FAST)
+    pub = HttpPublisher(server.url, queue_size=10, autostart=False, full_policy="block", block_timeout=10,
+                        ingest_key=server.ingest_key, **FAST)
     for ev in events[:10]:
         assert pub.submit(ev)
     result: list[bool] = []
@@ -253,7 +254,8 @@ def test_block_policy_makes_submit_wait_for_room(serve_factory: Callable[..., Se
     assert pub.status()["sent"] == 11
     pub.close()
 
-    quick = HttpPublisher(server.url, queue_size=2, autostart=False, full_policy="block", block_timeout=0.2)
+    quick = HttpPublisher(server.url, queue_size=2, autostart=False, full_policy="block", block_timeout=0.2,
+                           ingest_key=server.ingest_key)
     quick.submit(events[0])
     quick.submit(events[1])
     t0 = time.monotonic()
@@ -266,7 +268,7 @@ def test_block_policy_makes_submit_wait_for_room(serve_factory: Callable[..., Se
 def test_a_body_limit_splits_batches(serve_factory: Callable[..., ServeProcess], tmp_path: Path) -> None:
     server = serve_factory(max_body_bytes=16384)
     events = _events(300)
-    with HttpPublisher(server.url, batch_size=300, **FAST) as pub:
+    with HttpPublisher(server.url, batch_size=300, ingest_key=server.ingest_key, **FAST) as pub:
         for ev in events:
             pub.submit(ev)
         assert pub.flush(20)
@@ -306,7 +308,7 @@ def test_async_host_uses_async_with_and_aflush(serve_factory: Callable[..., Serv
     events = _events(300)
 
     async def host() -> dict[str, Any]:
-        async with HttpPublisher(server.url, **FAST) as pub:
+        async with HttpPublisher(server.url, ingest_key=server.ingest_key, **FAST) as pub:
             for ev in events:
                 pub.submit(ev)
                 await asyncio.sleep(0)

@@ -41,6 +41,10 @@ def test_ingest_verdicts_alerts_and_dead_letters(serve_factory) -> None:
     events = [json.loads(line) for line in EXAMPLES.read_bytes().splitlines()]
     body = events + [{"schema": "mcpsift.event/1", "event_id": "bad-1"}, 42]
     r = httpx.post(server.url + "/v1/events", json=body, timeout=30)
+    assert r.status_code == 401  # secure by default: nobody may inject audit events
+    r = httpx.post(server.url + "/v1/events", json=body, headers=server.admin_headers, timeout=30)
+    assert r.status_code == 403  # ingest is its own role
+    r = httpx.post(server.url + "/v1/events", json=body, headers=server.ingest_headers, timeout=30)
     assert r.status_code == 202, r.text
     verdict = r.json()
     assert (verdict["accepted"], verdict["rejected"]) == (14, 2)
@@ -49,23 +53,24 @@ def test_ingest_verdicts_alerts_and_dead_letters(serve_factory) -> None:
 
     # NDJSON works too, and the same events again are idempotent
     ndjson = EXAMPLES.read_bytes()
-    r = httpx.post(server.url + "/v1/events", content=ndjson, headers={"content-type": "application/x-ndjson"})
+    r = httpx.post(server.url + "/v1/events", content=ndjson, headers={"content-type": "application/x-ndjson", **server.ingest_headers})
     assert r.status_code == 202 and r.json()["accepted"] == 14
 
-    r = httpx.post(server.url + "/v1/events", content=b'[{"broken"', timeout=10)
+    r = httpx.post(server.url + "/v1/events", content=b'[{"broken"', headers=server.ingest_headers, timeout=10)
     assert r.status_code == 400 and "not a valid JSON array" in r.json()["error"]
-    r = httpx.post(server.url + "/v1/events", content=b"[" + b" " * 70_000 + b"]", timeout=10)
+    r = httpx.post(server.url + "/v1/events", content=b"[" + b" " * 70_000 + b"]", headers=server.ingest_headers, timeout=10)
     assert r.status_code == 413
-    r = httpx.post(server.url + "/v1/events", json=[{"nope": 1}], timeout=10)
+    r = httpx.post(server.url + "/v1/events", json=[{"nope": 1}], headers=server.ingest_headers, timeout=10)
     assert r.status_code == 422 and r.json()["rejected"] == 1
 
     _wait_until_detected(server)
-    alerts = httpx.get(server.url + "/v1/alerts", timeout=10).json()
+    assert httpx.get(server.url + "/v1/alerts", timeout=10).status_code == 401
+    alerts = httpx.get(server.url + "/v1/alerts", headers=server.admin_headers, timeout=10).json()["items"]
     # the examples' two new clients, and the token replayed at a second server
     assert sorted(a["rule_id"] for a in alerts) == ["auth.new_client", "auth.new_client", "auth.token_reuse_across_audiences"]
     reuse = next(a for a in alerts if a["rule_id"] == "auth.token_reuse_across_audiences")
     assert "https://mcp.acme.example/billing" in reuse["description"]
-    letters = httpx.get(server.url + "/v1/dead-letters", timeout=10).json()
+    letters = httpx.get(server.url + "/v1/dead-letters", headers=server.admin_headers, timeout=10).json()
     assert len(letters) == 4 and any(l["payload"] == '[{"broken"' for l in letters)
 
     code = server.stop()
@@ -87,7 +92,7 @@ def test_kill_9_mid_batch_loses_nothing_and_alerts_nothing_twice(serve_factory, 
     batches = [lines[i : i + 1_000] for i in range(0, len(lines), 1_000)]
 
     def post(server: ServeProcess, batch: list[bytes]) -> httpx.Response:
-        return httpx.post(server.url + "/v1/events", content=b"\n".join(batch), timeout=60)
+        return httpx.post(server.url + "/v1/events", content=b"\n".join(batch), headers=server.ingest_headers, timeout=60)
 
     server = serve_factory(allowed_lateness_s="1", checkpoint_interval_s=checkpoint_interval_s)
     accepted: set[str] = set()

@@ -13,17 +13,18 @@ from typing import Any
 
 import msgspec
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from ..deps import RunnerDep, SettingsDep
+from ..security import require
 
 __all__ = ["router", "split_body"]
 
 log = logging.getLogger("mcpsift.ingest")
 
-router = APIRouter(prefix="/v1", tags=["ingest"])
+router = APIRouter(prefix="/v1", tags=["ingest"], dependencies=[Depends(require("ingest"))])
 
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 

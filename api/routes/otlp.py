@@ -21,7 +21,7 @@ import logging
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
@@ -41,13 +41,14 @@ from mcpsift.streams.otlp import (
 )
 
 from ..deps import RunnerDep, SettingsDep
+from ..security import require
 from .ingest import _read_limited
 
 __all__ = ["router", "counters_of"]
 
 log = logging.getLogger("mcpsift.otlp")
 
-router = APIRouter(prefix="/v1", tags=["otlp"])
+router = APIRouter(prefix="/v1", tags=["otlp"], dependencies=[Depends(require("ingest"))])
 
 _GRPC_CODE = {400: 3, 413: 8, 415: 3, 501: 12, 503: 14}  # INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNIMPLEMENTED, UNAVAILABLE
 

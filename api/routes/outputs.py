@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict
 
 from ..deps import RunnerDep
+from ..security import require
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/outputs", tags=["outputs"])
+router = APIRouter(prefix="/v1/outputs", tags=["outputs"], dependencies=[Depends(require("viewer"))])
 
 
 class RedriveRequest(BaseModel):
@@ -34,7 +35,9 @@ async def outputs_status(runner: RunnerDep) -> list[dict[str, Any]]:
     return await run_in_threadpool(runner.dispatcher.status)
 
 
-@router.post("/{name}/redrive", summary="Make dead deliveries of this output pending again")
+@router.post(
+    "/{name}/redrive", summary="Make dead deliveries of this output pending again", dependencies=[Depends(require("admin"))]
+)
 async def redrive(name: str, runner: RunnerDep, body: Optional[RedriveRequest] = None) -> dict[str, Any]:
     _lane_or_404(runner, name)
     count = await run_in_threadpool(
@@ -44,7 +47,9 @@ async def redrive(name: str, runner: RunnerDep, body: Optional[RedriveRequest] =
     return {"output": name, "redriven": count}
 
 
-@router.post("/{name}/enable", summary="Re-enable an output its receiver disabled (HTTP 410)")
+@router.post(
+    "/{name}/enable", summary="Re-enable an output its receiver disabled (HTTP 410)", dependencies=[Depends(require("admin"))]
+)
 async def enable(name: str, runner: RunnerDep) -> dict[str, Any]:
     _lane_or_404(runner, name)
     await run_in_threadpool(runner.dispatcher.enable, name)

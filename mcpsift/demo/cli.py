@@ -158,6 +158,9 @@ def run(
     live: bool = typer.Option(False, "--live", help="move the traffic to start now and send it as its time comes"),
     speed: float = typer.Option(60.0, help="with --live: how many times faster than real time"),
     batch: int = typer.Option(500, help="events per HTTP request"),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", envvar="MCPSIFT_API_KEY", help="an ingest key (serve prints one on its first start) [env MCPSIFT_API_KEY]"
+    ),
 ) -> None:
     """Stream demo traffic into a running `mcpsift serve` over HTTP (POST /v1/events)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -182,7 +185,7 @@ def run(
     try:
         with progress:
             report = run_stream(url, directory=directory, seed=seed, hours=hours, tenants=tenants, live=live, speed=speed,
-                                batch=batch, on_progress=on_progress)
+                                batch=batch, on_progress=on_progress, api_key=api_key)
     except ServerUnreachable as exc:
         raise _fail(str(exc))
     except (FileNotFoundError, ValueError) as exc:
@@ -198,10 +201,10 @@ def run(
     base = report.url
     err.print(
         "events are detected in event-time order once they are older than the allowed lateness (30 s by default).\n"
-        f"look at the alerts:  curl -s '{base}/v1/alerts?limit=50'   (filter: ?rule_id=session.hijack&tenant=acme)\n"
+        f"look at the alerts:  curl -s -H \"Authorization: Bearer $MCPSIFT_KEY\" '{base}/v1/alerts?limit=50'   (an admin or viewer key; filter: ?rule_id=session.hijack&tenant=acme)\n"
         f"                     mcpsift alerts --limit 50   (once serve has stopped; it holds the embedded store)\n"
         f"pipeline progress:   curl -s {base}/healthz\n"
-        f"SIEM deliveries:     curl -s {base}/v1/outputs   (outputs configured under `outputs:` in the config)\n"
+        f"SIEM deliveries:     curl -s -H \"Authorization: Bearer $MCPSIFT_KEY\" {base}/v1/outputs   (outputs configured under `outputs:` in the config)\n"
         "dashboards:          Grafana (docker compose) has Overview, Identity & tokens, Tools and Investigation;\n"
         "                     without Grafana: stop serve, then  mcpsift dashboards snapshot --data-dir .mcpsift --out png/\n"
         "the traffic assumes the settings `mcpsift demo generate` writes to DIR/config.yaml (an approved-server registry, "

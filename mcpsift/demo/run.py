@@ -28,13 +28,17 @@ from typing import Any, Callable, Optional
 
 import orjson
 
-__all__ = ["RunReport", "ServerUnreachable", "run", "check_server", "DEFAULT_URL"]
+__all__ = ["RunReport", "ServerUnreachable", "IngestRefused", "run", "check_server", "DEFAULT_URL"]
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 
 
 class ServerUnreachable(RuntimeError):
     """No mcpsift server answers at the URL."""
+
+
+class IngestRefused(ValueError):
+    """The server refused the events for want of a (valid) ingest key."""
 
 
 @dataclass
@@ -55,8 +59,10 @@ class RunReport:
 
 
 def _request(url: str, data: Optional[bytes] = None, timeout: float = 60.0,
-             content_type: str = "application/x-ndjson") -> tuple[int, bytes, dict[str, str]]:
+             content_type: str = "application/x-ndjson", api_key: Optional[str] = None) -> tuple[int, bytes, dict[str, str]]:
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    if api_key:
+        req.add_header("Authorization", f"Bearer {api_key}")
     if data is not None:
         req.add_header("Content-Type", content_type)
     try:
@@ -118,10 +124,13 @@ def run(
     on_progress: Optional[Callable[[RunReport], None]] = None,
     now: Optional[_dt.datetime] = None,
     work_dir: Optional[str | Path] = None,
+    api_key: Optional[str] = None,
 ) -> RunReport:
-    """Send demo traffic (``directory``, or freshly generated) to ``url``; return the counts.
+    """Send demo traffic (``directory``, or freshly generated) to ``url`` with
+    ``api_key`` (an ingest key); return the counts.
 
-    Raises :class:`ServerUnreachable` when nothing answers at ``url``.
+    Raises :class:`ServerUnreachable` when nothing answers at ``url``, and
+    :class:`IngestRefused` when serve refuses the key.
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")
@@ -170,7 +179,13 @@ def run(
             body = b"\n".join(s for s, _ in shifted) + b"\n"
         else:
             body = b"\n".join(chunk) + b"\n"
-        status, answer, headers = _post(base, body)
+        status, answer, headers = _post(base, body, api_key)
+        if status in (401, 403):
+            raise IngestRefused(
+                f"{base} refused the events (HTTP {status}): "
+                + ("pass the ingest key `mcpsift serve` printed on its first start with --api-key or MCPSIFT_API_KEY"
+                   if not api_key else "that key is unknown, revoked or not an ingest key")
+            )
         report.statuses[status] = report.statuses.get(status, 0) + 1
         if status == 413 and size > 1:
             size = max(1, size // 2)  # the server's max_body_bytes is smaller: halve and retry
@@ -201,10 +216,10 @@ def run(
     return report
 
 
-def _post(base: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:
+def _post(base: str, body: bytes, api_key: Optional[str] = None) -> tuple[int, bytes, dict[str, str]]:
     for attempt in range(5):
         try:
-            return _request(base + "/v1/events", body, timeout=120.0)
+            return _request(base + "/v1/events", body, timeout=120.0, api_key=api_key)
         except (urllib.error.URLError, OSError) as exc:
             if attempt == 4:
                 raise ServerUnreachable(f"lost the connection to {base} ({getattr(exc, 'reason', exc)}); is `mcpsift serve` still running?") from None
