@@ -34,6 +34,7 @@ import msgspec
 from mcpsift.events import EventRecord, InvalidEvent, encode_event
 from mcpsift.settings import Settings
 from mcpsift.store import Store, event_row
+from mcpsift.store.chain import Chainer
 
 from .outbox import Dispatcher, Outbox
 from .pipeline import Pipeline
@@ -86,6 +87,8 @@ class EmbeddedRunner:
         # SIEM outputs: alerts are stored, then queued per output, then sent
         self.dispatcher = Dispatcher(store, settings.outputs)
         self._alerts = AlertSink(store, outbox=Outbox(store, settings.outputs, self.dispatcher))
+        # tamper evidence: every stored batch is hash-chained per tenant (mcpsift.store.chain)
+        self.chain: Optional[Chainer] = Chainer(store) if settings.tamper_evidence else None
         self.ingest_seq = 0
         self.taken_seq = 0  # last ingest_seq pushed into the pipeline
         self.checkpoint_seq = 0
@@ -101,6 +104,8 @@ class EmbeddedRunner:
     def recover(self, on_progress: Optional[Callable[[int], None]] = None) -> int:
         """Restore the last checkpoint and replay later events; returns how many were replayed."""
         self.ingest_seq = self.store.max_ingest_seq()
+        if self.chain is not None:
+            self.chain.recover()  # rows stored but not chained (a crash between the two writes)
         saved = self.store.load_checkpoint(CHECKPOINT_NAME)
         if saved is not None:
             self.checkpoint_seq, snapshot = saved
@@ -148,9 +153,12 @@ class EmbeddedRunner:
             now = _dt.datetime.now(_UTC)
             seq = self.ingest_seq
             batch = []
+            rows = []
             for ev, payload in valid:
                 seq += 1
-                self._events.add(event_row(ev, payload, seq, now))
+                row = event_row(ev, payload, seq, now)
+                self._events.add(row)
+                rows.append(row)
                 batch.append((seq, ev))
             for item in invalid:
                 self._dead.add(item)
@@ -160,6 +168,10 @@ class EmbeddedRunner:
             except Exception:
                 self._events.discard()  # the request answers 503: nothing was accepted
                 raise
+            # chained after the events are stored: a crash in between leaves unchained
+            # rows that recover() chains, never entries pointing at missing rows
+            if self.chain is not None and rows:
+                self.chain.append(rows)
             self._dead.flush()
             self.ingest_seq = seq
             if batch:
