@@ -28,6 +28,7 @@ __all__ = [
     "LOCAL_ADMIN",
     "current_principal",
     "require",
+    "sender_tenants",
 ]
 
 Role = Literal["ingest", "viewer", "analyst", "admin"]
@@ -89,6 +90,13 @@ async def current_principal(request: Request) -> Principal:
     principal = LOCAL_ADMIN if authenticator is None else await authenticator.authenticate(request)
     request.state.principal = principal
     return principal
+
+
+def sender_tenants(request: Request) -> Optional[frozenset[str]]:
+    """The tenants the authenticated caller may write events for (None: any);
+    read after ``require("ingest")`` ran for the request."""
+    principal = getattr(request.state, "principal", None)
+    return principal.scope.tenants if principal is not None else None
 
 
 def require(role: str) -> Callable[..., Any]:

@@ -133,8 +133,13 @@ class EmbeddedRunner:
 
     # -- ingest (called from request handlers, any thread) ----------------
 
-    def ingest(self, items: Sequence[bytes], source: str = "http") -> list[Verdict]:
-        """Validate, durably store and queue a batch; one verdict per item."""
+    def ingest(
+        self, items: Sequence[bytes], source: str = "http", tenants: Optional[frozenset[str]] = None
+    ) -> list[Verdict]:
+        """Validate, durably store and queue a batch; one verdict per item.
+
+        ``tenants``: the tenants the sender may write (its key's scope; None: any).
+        An event of another tenant (after enrichment) is rejected like an invalid one."""
         verdicts: list[Verdict] = []
         valid: list[tuple[Any, bytes]] = []
         invalid: list[tuple[str, str, bytes, int]] = []
@@ -142,6 +147,10 @@ class EmbeddedRunner:
         for index, raw in enumerate(items):
             try:
                 ev = validate(raw)
+                if tenants is not None and ev.tenant not in tenants:
+                    raise InvalidEvent(
+                        f"tenant {ev.tenant!r} is outside the tenants this credential may write ({', '.join(sorted(tenants))})"
+                    )
             except InvalidEvent as exc:
                 reason = str(exc)
                 invalid.append((source, reason, raw, index))

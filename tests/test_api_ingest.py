@@ -16,7 +16,7 @@ class _FailingRunner:
 
     def stop(self) -> None: ...
 
-    def ingest(self, items, source):  # the store refused the insert
+    def ingest(self, items, source, tenants=None):  # the store refused the insert
         raise OSError("No space left on device")
 
     def dead_letter(self, source, reason, raw) -> None: ...

@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from ..deps import RunnerDep, SettingsDep
-from ..security import require
+from ..security import require, sender_tenants
 
 __all__ = ["router", "split_body"]
 
@@ -89,7 +89,7 @@ async def ingest_events(request: Request, runner: RunnerDep, settings: SettingsD
     if not items:
         return JSONResponse({"error": "no events in the body"}, status_code=400)
     try:
-        verdicts = await run_in_threadpool(runner.ingest, items, "http")
+        verdicts = await run_in_threadpool(runner.ingest, items, "http", sender_tenants(request))
     except Exception as exc:  # the store refused the batch: nothing was accepted
         log.exception("could not store an ingest batch")
         return JSONResponse(

@@ -41,7 +41,7 @@ from mcpsift.streams.otlp import (
 )
 
 from ..deps import RunnerDep, SettingsDep
-from ..security import require
+from ..security import require, sender_tenants
 from .ingest import _read_limited
 
 __all__ = ["router", "counters_of"]
@@ -107,7 +107,7 @@ async def export_traces(request: Request, runner: RunnerDep, settings: SettingsD
     if batch.events:
         items = [orjson.dumps(event) for event in batch.events]
         try:
-            verdicts = await run_in_threadpool(runner.ingest, items, "otlp")
+            verdicts = await run_in_threadpool(runner.ingest, items, "otlp", sender_tenants(request))
         except Exception as exc:  # the store refused the batch: nothing was accepted
             log.exception("could not store an OTLP batch")
             return _error(
