@@ -63,3 +63,33 @@ def test_the_instrumentation_snippets_run_as_written(tmp_path, monkeypatch) -> N
         assert isinstance(namespace["app"], McpsiftASGIMiddleware)
     finally:
         namespace["sink"].close(timeout=1)
+
+
+def test_the_investigation_walkthrough_runs_as_written(serve_factory, tmp_path) -> None:
+    """The README's "Investigate an incident" shell block, run with bash and curl
+    against a real serve holding the example session."""
+    import os
+    import re
+    import shutil
+    import subprocess
+
+    assert shutil.which("curl"), "the walkthrough needs curl: apt-get install curl"
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Investigate an incident") :].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```sh\n(.*?)```", section, re.S)
+    server = serve_factory(allowed_lateness_s="1")
+    examples = (Path(__file__).resolve().parents[1] / "docs" / "examples.jsonl").read_bytes()
+    assert server.post("/v1/events", content=examples).status_code == 202
+    deadline = __import__("time").monotonic() + 30
+    while not server.get("/v1/alerts", params={"rule_id": "auth.token_reuse_across_audiences"}).json()["items"]:
+        assert __import__("time").monotonic() < deadline, "the example's alert was not raised"
+        __import__("time").sleep(0.2)
+    script = "set -euo pipefail\n" + block.replace("http://127.0.0.1:8765", server.url)
+    run = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env={**os.environ, "MCPSIFT_KEY": server.admin_key})
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    assert "https://mcp.acme.example/billing" in out and "https://mcp.acme.example/crm" in out
+    assert "4f6c1e0a-9b3d-4c51-8f2e-0d8b7a6c5e41" in out and "acknowledged" in out
+    exported = (tmp_path / "session.ndjson").read_text().splitlines()
+    assert len(exported) == 7  # the session's seven events, from session_start to session_end
