@@ -122,17 +122,9 @@ def serve(
     import uvicorn
 
     from mcpsift.api.app import create_app
-    from mcpsift.store import StoreError, open_store
     from mcpsift.streams.embedded import CHECKPOINT_NAME, EmbeddedRunner
 
-    settings = _load(config, host=host, port=port, data_dir=data_dir)
-    if insecure_local:
-        _refuse_insecure_unless_loopback(settings.host)
-    _check_port_free(settings.host, settings.port)
-    try:
-        store = open_store(settings)
-    except StoreError as exc:
-        raise _fail(str(exc))
+    settings, store = _open_to_serve(config, host, port, data_dir, insecure_local)
     runner = EmbeddedRunner(settings, store)
     started = time.monotonic()
     saved = store.load_checkpoint(CHECKPOINT_NAME)
@@ -191,16 +183,8 @@ def api_command(
     import uvicorn
 
     from mcpsift.api.app import create_api_app
-    from mcpsift.store import StoreError, open_store
 
-    settings = _load(config, host=host, port=port, data_dir=data_dir)
-    if insecure_local:
-        _refuse_insecure_unless_loopback(settings.host)
-    _check_port_free(settings.host, settings.port)
-    try:
-        store = open_store(settings)
-    except StoreError as exc:
-        raise _fail(str(exc))
+    settings, store = _open_to_serve(config, host, port, data_dir, insecure_local)
     authenticator = None
     if insecure_local:
         _warn_insecure(settings)
@@ -293,6 +277,22 @@ def _secure(settings, store):  # type: ignore[no-untyped-def]
 def _local_url(settings) -> str:  # type: ignore[no-untyped-def]
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     return f"http://{host}:{settings.port}"
+
+
+def _open_to_serve(config: Optional[Path], host: Optional[str], port: Optional[int], data_dir: Optional[Path],
+                   insecure_local: bool):  # type: ignore[no-untyped-def]
+    """What `serve` and `api` do before they listen: settings, the insecure-mode
+    guard, a free port, the store (migrated)."""
+    from mcpsift.store import StoreError, open_store
+
+    settings = _load(config, host=host, port=port, data_dir=data_dir)
+    if insecure_local:
+        _refuse_insecure_unless_loopback(settings.host)
+    _check_port_free(settings.host, settings.port)
+    try:
+        return settings, open_store(settings)
+    except StoreError as exc:
+        raise _fail(str(exc))
 
 
 def _check_port_free(host: str, port: int) -> None:

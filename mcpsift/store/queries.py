@@ -32,6 +32,8 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Iterator, Optional, Sequence
 
+from .schema import EVENT_COLUMNS
+
 __all__ = [
     "QueryError",
     "QueryLimits",
@@ -68,29 +70,7 @@ _TS = "DateTime64(3, 'UTC')"
 ALERT_STATUSES: tuple[str, ...] = ("open", "acknowledged", "resolved", "false_positive")
 
 #: the events columns the API shows (``payload`` only where asked for)
-EVENT_PUBLIC_COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "time",
-    "type",
-    "tenant",
-    "source_kind",
-    "source_name",
-    "server_name",
-    "server_resource",
-    "principal_subject",
-    "principal_issuer",
-    "client_id",
-    "principal_tenant",
-    "token_fingerprint",
-    "token_jti",
-    "session_id",
-    "client_ip",
-    "user_agent",
-    "outcome_status",
-    "outcome_reason",
-    "tool_name",
-    "received_at",
-)
+EVENT_PUBLIC_COLUMNS: tuple[str, ...] = tuple(c for c in EVENT_COLUMNS if c not in ("payload", "ingest_seq"))
 
 _ALERT_COLUMNS: tuple[str, ...] = (
     "alert_id",
