@@ -32,7 +32,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Iterator, Optional, Sequence
 
-from .schema import EVENT_COLUMNS
+from .schema import ALERT_COLUMNS, EVENT_COLUMNS
 
 __all__ = [
     "QueryError",
@@ -72,25 +72,7 @@ ALERT_STATUSES: tuple[str, ...] = ("open", "acknowledged", "resolved", "false_po
 #: the events columns the API shows (``payload`` only where asked for)
 EVENT_PUBLIC_COLUMNS: tuple[str, ...] = tuple(c for c in EVENT_COLUMNS if c not in ("payload", "ingest_seq"))
 
-_ALERT_COLUMNS: tuple[str, ...] = (
-    "alert_id",
-    "rule_id",
-    "severity",
-    "time",
-    "tenant",
-    "principal_subject",
-    "client_id",
-    "session_id",
-    "token_fingerprint",
-    "server_resource",
-    "event_ids",
-    "title",
-    "description",
-    "score",
-    "attack",
-    "detector",
-    "created_at",
-)
+_ALERT_COLUMNS: tuple[str, ...] = ALERT_COLUMNS
 
 #: stats group-by keys: name -> (table, column); identifiers only from here
 STATS_KEYS: dict[str, tuple[str, str]] = {
@@ -660,6 +642,27 @@ def _group_keyset(where_sql: str, params: dict[str, Any], cursor: Optional[str],
     return f"{where_sql} AND {tuple_sql}" if where_sql else f"WHERE {tuple_sql}"
 
 
+def _group_page(
+    store: Any, where: Where, cursor: Optional[str], kind: str, key: Sequence[str], aggregates: str,
+    names: Sequence[str], limit: int,
+) -> tuple[list[dict[str, Any]], Optional[str]]:
+    """One page of events grouped by ``key`` (ordered by it, keyset-paged on it):
+    ``key`` columns, then ``aggregates`` (SQL, named ``names``)."""
+    params = dict(where.params, page_limit=limit + 1)
+    where_sql = _group_keyset(where.sql, params, cursor, kind, key)
+    group = ", ".join(key)
+    rows = _rows(
+        store,
+        f"SELECT {group}, {aggregates} FROM {store.database}.events FINAL {where_sql} GROUP BY {group} "
+        f"ORDER BY {group} LIMIT {{page_limit:UInt32}}",
+        params,
+        [*key, *names],
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(kind, tuple(rows[-1][k] for k in key)) if more else None
+
+
 def list_clients(
     store: Any,
     scope: Any,
@@ -671,25 +674,18 @@ def list_clients(
     limits: QueryLimits = QueryLimits(),
 ) -> tuple[list[dict[str, Any]], Optional[str]]:
     """Clients seen in ``window``: first/last seen, how they registered, how many principals and servers."""
-    limit = _page_size(limit, limits)
-    where = Where(scope, tenant).time(window).add("client_id != ''")
-    params = dict(where.params, page_limit=limit + 1)
-    where_sql = _group_keyset(where.sql, params, cursor, "clients", ("tenant", "client_id"))
-    names = ["tenant", "client_id", "first_seen", "last_seen", "events", "principals", "servers", "dcr_registrations",
-             "cimd_fetches"]
-    rows = _rows(
+    return _group_page(
         store,
-        "SELECT tenant, client_id, min(time), max(time), count(), uniqExactIf(principal_subject, principal_subject != ''), "
+        Where(scope, tenant).time(window).add("client_id != ''"),
+        cursor,
+        "clients",
+        ("tenant", "client_id"),
+        "min(time), max(time), count(), uniqExactIf(principal_subject, principal_subject != ''), "
         "uniqExactIf(server_resource, server_resource != ''), countIf(type = 'auth.client_registered'), "
-        "countIf(type = 'auth.client_metadata') "
-        f"FROM {store.database}.events FINAL {where_sql} GROUP BY tenant, client_id "
-        "ORDER BY tenant, client_id LIMIT {page_limit:UInt32}",
-        params,
-        names,
+        "countIf(type = 'auth.client_metadata')",
+        ["first_seen", "last_seen", "events", "principals", "servers", "dcr_registrations", "cimd_fetches"],
+        _page_size(limit, limits),
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, encode_cursor("clients", (rows[-1]["tenant"], rows[-1]["client_id"])) if more else None
 
 
 def list_servers(
@@ -703,26 +699,18 @@ def list_servers(
     limits: QueryLimits = QueryLimits(),
 ) -> tuple[list[dict[str, Any]], Optional[str]]:
     """Servers seen in ``window`` with first/last seen and how much traffic, tools and principals each had."""
-    limit = _page_size(limit, limits)
-    where = Where(scope, tenant).time(window).add("server_name != '' OR server_resource != ''")
-    params = dict(where.params, page_limit=limit + 1)
-    key = ("tenant", "server_resource", "server_name")
-    where_sql = _group_keyset(where.sql, params, cursor, "servers", key)
-    names = ["tenant", "server_resource", "server_name", "first_seen", "last_seen", "events", "tool_calls", "tools",
-             "principals", "denied"]
-    rows = _rows(
+    return _group_page(
         store,
-        "SELECT tenant, server_resource, server_name, min(time), max(time), count(), countIf(type = 'mcp.tool_call'), "
+        Where(scope, tenant).time(window).add("server_name != '' OR server_resource != ''"),
+        cursor,
+        "servers",
+        ("tenant", "server_resource", "server_name"),
+        "min(time), max(time), count(), countIf(type = 'mcp.tool_call'), "
         "uniqExactIf(tool_name, tool_name != ''), uniqExactIf(principal_subject, principal_subject != ''), "
-        "countIf(outcome_status = 'denied') "
-        f"FROM {store.database}.events FINAL {where_sql} GROUP BY tenant, server_resource, server_name "
-        "ORDER BY tenant, server_resource, server_name LIMIT {page_limit:UInt32}",
-        params,
-        names,
+        "countIf(outcome_status = 'denied')",
+        ["first_seen", "last_seen", "events", "tool_calls", "tools", "principals", "denied"],
+        _page_size(limit, limits),
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, encode_cursor("servers", tuple(rows[-1][k] for k in key)) if more else None
 
 
 def list_tools(
