@@ -21,7 +21,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-__all__ = ["Settings", "DetectorSettings", "AuthSettings", "ConfigError", "get_settings", "load_settings"]
+__all__ = [
+    "Settings",
+    "DetectorSettings",
+    "AuthSettings",
+    "KafkaSettings",
+    "WorkerSettings",
+    "TelemetrySettings",
+    "ClickHouseSettings",
+    "ConfigError",
+    "get_settings",
+    "load_settings",
+]
 
 
 class ConfigError(ValueError):
@@ -102,6 +113,142 @@ class AuthSettings(BaseModel):
         return value  # compared exactly: the ``iss`` / ``aud`` a token carries must match byte for byte
 
 
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class KafkaSettings(BaseModel):
+    """The distributed runner's broker and topics (docs/operations.md, "Run distributed")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: comma-separated ``host:port`` list of brokers
+    bootstrap_servers: str = "localhost:9092"
+    #: the input: one event per message, keyed per docs/events.md ("Keys and ordering")
+    events_topic: str = "mcp.events"
+    #: every alert, keyed by alert id (consumers dedupe by alert id)
+    alerts_topic: str = "mcp.alerts"
+    #: what could not be read as an event, with the reason in the message
+    deadletter_topic: str = "mcp.deadletter"
+    #: the repartition topic: events re-keyed by detector state key (one message per
+    #: destination partition and batch); its partition count is the detectors' parallelism
+    keyed_topic: str = "mcp.events.keyed"
+    #: faust app id: the consumer group and the prefix of the state changelog topic
+    app_id: str = "mcpsift"
+    #: partitions of ``events_topic`` and ``keyed_topic`` (and the changelog): the most
+    #: workers that can share the work; see docs/operations.md for sizing
+    partitions: int = Field(default=8, ge=1, le=10_000)
+    alerts_partitions: int = Field(default=4, ge=1, le=10_000)
+    deadletter_partitions: int = Field(default=1, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    #: retention per topic, in hours (the changelog is compacted instead)
+    events_retention_hours: float = Field(default=7 * 24, gt=0)
+    keyed_retention_hours: float = Field(default=24, gt=0)
+    alerts_retention_hours: float = Field(default=30 * 24, gt=0)
+    deadletter_retention_hours: float = Field(default=30 * 24, gt=0)
+    security_protocol: str = "PLAINTEXT"
+    ssl_cafile: Optional[Path] = None
+    ssl_certfile: Optional[Path] = None
+    ssl_keyfile: Optional[Path] = None
+    sasl_mechanism: Optional[str] = None
+    sasl_username: Optional[str] = None
+    #: prefer ``sasl_password_env`` / ``sasl_password_file`` (a secret never belongs in a config file)
+    sasl_password: Optional[str] = Field(default=None, repr=False)
+    sasl_password_env: Optional[str] = None
+    sasl_password_file: Optional[Path] = None
+
+    @field_validator("security_protocol")
+    @classmethod
+    def _protocol(cls, value: str) -> str:
+        if value not in _SECURITY_PROTOCOLS:
+            raise ValueError(f"must be one of {', '.join(_SECURITY_PROTOCOLS)}")
+        return value
+
+    @field_validator("sasl_mechanism")
+    @classmethod
+    def _mechanism(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and value not in _SASL_MECHANISMS:
+            raise ValueError(f"must be one of {', '.join(_SASL_MECHANISMS)}")
+        return value
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        for part in value.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"{part.strip()!r} is not host:port (give a comma-separated list of host:port)")
+        return value
+
+    def topic_names(self) -> tuple[str, str, str, str]:
+        return (self.events_topic, self.alerts_topic, self.deadletter_topic, self.keyed_topic)
+
+
+class WorkerSettings(BaseModel):
+    """``mcpsift worker``: batching and its metrics endpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: events taken per batch (one ClickHouse insert, one repartition message per partition)
+    batch_size: int = Field(default=5_000, ge=1, le=100_000)
+    #: a batch is processed after this many seconds even when not full
+    batch_timeout_s: float = Field(default=0.5, gt=0, le=60)
+    #: Prometheus ``/metrics`` of the worker (0: no endpoint)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+
+
+class TelemetrySettings(BaseModel):
+    """mcpsift's own traces and metrics (not the MCP traffic it watches)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: OTLP/HTTP endpoint (e.g. ``http://otel-collector:4318``) traces and metrics are
+    #: exported to; unset: no export (``/metrics`` still works)
+    otlp_endpoint: Optional[str] = None
+    #: extra headers for the OTLP endpoint, e.g. an API key
+    otlp_headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    #: ``service.name`` of the exported telemetry
+    service_name: str = "mcpsift"
+    #: ``/metrics`` on ``serve`` / ``api`` needs an authenticated caller (any role); false opens it
+    metrics_require_auth: bool = True
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (OTLP/HTTP)")
+        return value
+
+
+class ClickHouseSettings(BaseModel):
+    """How to talk to a ClickHouse server (``clickhouse_dsn`` http(s)://…); ignored for chDB."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: seconds to open a connection, and to wait for a query's answer
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    send_receive_timeout_s: float = Field(default=300.0, gt=0)
+    #: attempts of a query or insert that failed transiently (connection refused or reset,
+    #: timeout, HTTP 502/503/504, ClickHouse "too many queries" and similar), with
+    #: exponential back-off from ``retry_backoff_s``
+    retries: int = Field(default=5, ge=0, le=100)
+    retry_backoff_s: float = Field(default=0.5, ge=0)
+    #: https: verify the server's certificate (on by default), against ``ca_file`` if given
+    verify: bool = True
+    ca_file: Optional[Path] = None
+    #: https: a client certificate (mutual TLS)
+    client_cert_file: Optional[Path] = None
+    client_key_file: Optional[Path] = None
+    #: https: the name to check the certificate against when it differs from the DSN's host
+    server_host_name: Optional[str] = None
+    #: the DSN's password may instead come from here (keep it out of config files)
+    password_env: Optional[str] = None
+    password_file: Optional[Path] = None
+    #: create tables ``ON CLUSTER <name>`` with Replicated* engines (docs/operations.md)
+    cluster: Optional[str] = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MCPSIFT_",
@@ -142,6 +289,14 @@ class Settings(BaseSettings):
     outputs: list[Any] = Field(default_factory=list)
     #: authentication of API callers: JWT issuer, API keys, rate limits
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    #: ClickHouse server connection options (timeouts, retries, TLS)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    #: the distributed runner's broker and topics
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    #: ``mcpsift worker`` batching and metrics endpoint
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    #: mcpsift's own traces and metrics
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @field_validator("outputs")
     @classmethod
