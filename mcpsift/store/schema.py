@@ -9,11 +9,52 @@ Idempotent writes: ``events`` and ``alerts`` are ReplacingMergeTree tables
 whose sorting key ends in the natural id, and every read goes through
 ``FINAL`` (see queries in store.py), so a row written twice is one row to
 every query, before and after background merges.
+
+Redelivered batches: the events, alerts and dead_letter tables keep the hashes
+of their last ``DEDUP_WINDOW`` inserted blocks (migration 7), so an insert that
+repeats a block, or carries an ``insert_deduplication_token`` already seen, is
+dropped by the server before it becomes a part (physically one copy).
+
+On a cluster (``clickhouse.cluster``) every statement goes through
+:func:`for_cluster`: ``ON CLUSTER '<name>'`` and ``Replicated*MergeTree``
+engines with the conventional Keeper path (docs/operations.md).
 """
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "EVENT_COLUMNS", "ALERT_COLUMNS", "DEAD_LETTER_COLUMNS", "DELIVERY_COLUMNS", "API_AUDIT_COLUMNS"]
+import re
+
+__all__ = [
+    "MIGRATIONS",
+    "BOOTSTRAP",
+    "DEDUP_WINDOW",
+    "EVENT_COLUMNS",
+    "ALERT_COLUMNS",
+    "DEAD_LETTER_COLUMNS",
+    "DELIVERY_COLUMNS",
+    "API_AUDIT_COLUMNS",
+    "REPLICA_PATH",
+    "REPLICA_NAME",
+    "all_statements",
+    "for_cluster",
+    "valid_cluster_name",
+]
+
+#: inserted blocks whose hashes (and dedup tokens) each dedup table remembers
+DEDUP_WINDOW = 10_000
+
+#: where Replicated* tables keep their state in Keeper, and the replica's name
+#: (macros every replica defines in its server config)
+REPLICA_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
+REPLICA_NAME = "{replica}"
+
+#: run before any migration: the database and the table that records migrations
+BOOTSTRAP: list[str] = [
+    "CREATE DATABASE IF NOT EXISTS {db}",
+    "CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
+    "(version UInt32, description String, applied_at DateTime64(3, 'UTC')) "
+    "ENGINE = ReplacingMergeTree ORDER BY version",
+]
 
 EVENT_COLUMNS = (
     "event_id",
@@ -323,4 +364,64 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        7,
+        "insert deduplication on plain MergeTree: redelivered batches stored once",
+        [
+            # Replicated tables deduplicate inserted blocks by default (Keeper keeps
+            # replicated_deduplication_window hashes); plain MergeTree only when this
+            # window is set. A batch retried after a timeout, or redelivered by Kafka
+            # with the same insert_deduplication_token, then lands once.
+            f"ALTER TABLE {{db}}.{table} MODIFY SETTING non_replicated_deduplication_window = {DEDUP_WINDOW}"
+            for table in ("events", "alerts", "dead_letter")
+        ],
+    ),
 ]
+
+
+def all_statements(db: str) -> list[str]:
+    """Every DDL statement the store runs to build ``db`` from nothing, in order."""
+    return [s.format(db=db) for s in BOOTSTRAP] + [
+        s.format(db=db) for _, _, statements in MIGRATIONS for s in statements
+    ]
+
+
+_CLUSTER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*|\{[A-Za-z0-9_]+\}")
+_DDL_TARGET = re.compile(
+    r"^(\s*(?:CREATE|ALTER|DROP|TRUNCATE|OPTIMIZE)\s+(?:TABLE|DATABASE)\s+"
+    r"(?:IF\s+(?:NOT\s+)?EXISTS\s+)?[A-Za-z0-9_.]+)",
+    re.IGNORECASE,
+)
+_ENGINE = re.compile(
+    r"ENGINE\s*=\s*(Replacing|Summing|Aggregating|Collapsing|VersionedCollapsing|Graphite)?MergeTree\b"
+    r"(?:\s*\(([^()]*)\))?"
+)
+
+
+def valid_cluster_name(name: str) -> bool:
+    """A cluster name from the server's ``remote_servers`` (or a ``{macro}``)."""
+    return bool(_CLUSTER_NAME.fullmatch(name))
+
+
+def for_cluster(statement: str, cluster: str) -> str:
+    """``statement`` (formatted with its database) as run on every replica of ``cluster``:
+    ``ON CLUSTER '<cluster>'`` after the target, and each ``*MergeTree`` engine
+    replaced by its ``Replicated*MergeTree`` form with :data:`REPLICA_PATH` and
+    :data:`REPLICA_NAME` (engine arguments kept, after those two).
+
+    Raises ValueError for a statement that is not CREATE/ALTER/DROP/TRUNCATE/
+    OPTIMIZE of a table or database, so no DDL reaches one replica only.
+    """
+    if not valid_cluster_name(cluster):
+        raise ValueError(f"cluster name {cluster!r} must be letters, digits, '_', '.', '-' or a {{macro}}")
+    if not _DDL_TARGET.match(statement):
+        raise ValueError(f"not a table or database DDL statement: {statement.strip()[:80]!r}")
+    sql = _DDL_TARGET.sub(lambda m: f"{m.group(1)} ON CLUSTER '{cluster}'", statement, count=1)
+
+    def replicated(m: re.Match[str]) -> str:
+        args = [f"'{REPLICA_PATH}'", f"'{REPLICA_NAME}'"]
+        if m.group(2) and m.group(2).strip():
+            args.append(m.group(2).strip())
+        return f"ENGINE = Replicated{m.group(1) or ''}MergeTree({', '.join(args)})"
+
+    return _ENGINE.sub(replicated, sql)

@@ -1,24 +1,65 @@
 """The one module that talks to ClickHouse: schema, writes and every query.
 
-All access goes through clickhouse-connect (``get_client(dsn=...)``): chDB
-in-process for ``chdb://`` DSNs, HTTP for a server; the SQL is the same.
-chDB opens one data path per process, so tests isolate by *database* inside
-one path; the database name is a setting.
+All access goes through clickhouse-connect: chDB in-process for ``chdb://``
+DSNs, HTTP(S) for a server (``http(s)://user:pass@host:port/db``); the SQL is
+the same. chDB opens one data path per process, so tests isolate by
+*database* inside one path; the database name is a setting.
+
+Every query, command and insert goes through one retry wrapper
+(:class:`RetryPolicy`): transient failures (connection refused or reset,
+timeouts, HTTP 429/502/503/504, the ClickHouse error codes in
+:data:`TRANSIENT_ERROR_CODES`) are retried with exponential back-off; anything
+else fails at once. The password never appears in an error or a log line.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
+import math
+import os
+import re
+import socket
+import ssl
 import threading
 import time
-from typing import Any, Iterator, Optional, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from mcpsift.alerts import Alert
 
-from .schema import API_AUDIT_COLUMNS, ALERT_COLUMNS, DEAD_LETTER_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, MIGRATIONS
+from .schema import (
+    API_AUDIT_COLUMNS,
+    ALERT_COLUMNS,
+    BOOTSTRAP,
+    DEAD_LETTER_COLUMNS,
+    DELIVERY_COLUMNS,
+    EVENT_COLUMNS,
+    MIGRATIONS,
+    for_cluster,
+    valid_cluster_name,
+)
 
-__all__ = ["Store", "StoreError", "event_row", "open_store"]
+if TYPE_CHECKING:  # pragma: no cover
+    from mcpsift.settings import ClickHouseSettings
+
+__all__ = [
+    "Endpoint",
+    "RetriesExhausted",
+    "RetryPolicy",
+    "Store",
+    "StoreError",
+    "TRANSIENT_ERROR_CODES",
+    "event_row",
+    "open_store",
+    "parse_dsn",
+    "transient_reason",
+]
+
+log = logging.getLogger("mcpsift.store")
 
 _UTC = _dt.timezone.utc
 _ALERT_READ_COLUMNS = [c for c in ALERT_COLUMNS if c != "created_at"]
@@ -30,13 +71,359 @@ class StoreError(RuntimeError):
     """The store cannot be opened or used; the message says what to do."""
 
 
-def _client(dsn: str) -> Any:
+class RetriesExhausted(StoreError):
+    """A transient failure outlasted the retries (``reason``, ``attempts``)."""
+
+    def __init__(self, message: str, reason: str, attempts: int):
+        super().__init__(message)
+        self.reason = reason
+        self.attempts = attempts
+
+
+# -- the server's address ------------------------------------------------------
+
+#: DSN query options passed to clickhouse-connect (``?compress=zstd``)
+_COMPRESS_VALUES = {"lz4", "zstd", "gzip", "br", "true", "false"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A parsed ``http(s)://user:pass@host:port/db?compress=...`` DSN."""
+
+    scheme: str
+    host: str
+    port: int
+    username: str = ""
+    password: str = field(default="", repr=False)
+    database: Optional[str] = None
+    compress: Optional[str] = None
+
+    @property
+    def url(self) -> str:
+        """``scheme://host:port``: what errors and logs name (no user, no password)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def _redact(dsn: str) -> str:
+    """``dsn`` without anything before ``@`` in its authority (user and password)."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        return "<DSN>"
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path.partition('?')[0]}"
+
+
+def parse_dsn(dsn: str) -> Endpoint:
+    """The :class:`Endpoint` of an ``http(s)://`` DSN; :class:`StoreError` naming what is wrong.
+
+    User, password and database are percent-decoded (encode ``@ : / # ?`` in a
+    password as ``%40 %3A %2F %23 %3F``). Messages never repeat the password.
+    """
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        shown = scheme.lower() if sep else "(none)"
+        raise StoreError(f"clickhouse_dsn: scheme must be chdb://, http:// or https:// (got {shown})")
+    scheme = scheme.lower()
+    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    hostport = authority.rpartition("@")[2]
+    shown_dsn = _redact(dsn)
+    if hostport.startswith("["):
+        host, _, after = hostport[1:].partition("]")
+        port_text = after[1:] if after.startswith(":") else ""
+        if after and not after.startswith(":"):
+            raise StoreError(f"clickhouse_dsn {shown_dsn}: malformed host {hostport!r}")
+    else:
+        host, _, port_text = hostport.partition(":")
+    if not host:
+        raise StoreError(f"clickhouse_dsn {shown_dsn}: no host (expected {scheme}://user:password@host:port/database)")
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise StoreError(f"clickhouse_dsn {shown_dsn}: port {port_text!r} is not a number from 1 to 65535")
+        port = int(port_text)
+    else:
+        port = 8443 if scheme == "https" else 8123
+    parts = urlsplit(dsn)
+    username = unquote(parts.username or "")
+    password = unquote(parts.password or "")
+    database = None
+    path = unquote(parts.path.strip("/"))
+    if path:
+        if "/" in path or not set(path) <= _IDENTIFIER_OK:
+            raise StoreError(
+                f"clickhouse_dsn {shown_dsn}: database {path!r} in the path must be letters, digits and underscores"
+            )
+        database = path
+    compress = None
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in ("compress", "compression"):
+            if value.lower() not in _COMPRESS_VALUES:
+                raise StoreError(
+                    f"clickhouse_dsn {shown_dsn}: compress={value!r} must be one of {', '.join(sorted(_COMPRESS_VALUES))}"
+                )
+            compress = value.lower()
+        else:
+            raise StoreError(f"clickhouse_dsn {shown_dsn}: unknown option {key!r} (known: compress)")
+    return Endpoint(scheme, host, port, username, password, database, compress)
+
+
+def _password(endpoint: Endpoint, options: "ClickHouseSettings") -> str:
+    """The DSN's password, else ``password_env``'s variable, else ``password_file``'s text."""
+    if endpoint.password:
+        return endpoint.password
+    if options.password_env:
+        value = os.environ.get(options.password_env)
+        if value is None:
+            raise StoreError(
+                f"clickhouse.password_env: the environment variable {options.password_env} is not set"
+            )
+        return value
+    if options.password_file:
+        try:
+            return Path(options.password_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise StoreError(f"clickhouse.password_file: cannot read {options.password_file}: {exc.strerror}") from None
+    return ""
+
+
+def _http_kwargs(endpoint: Endpoint, options: "ClickHouseSettings") -> dict[str, Any]:
+    """clickhouse-connect ``get_client`` arguments for a server (validated)."""
+    tls_files = {
+        "clickhouse.ca_file": options.ca_file,
+        "clickhouse.client_cert_file": options.client_cert_file,
+        "clickhouse.client_key_file": options.client_key_file,
+    }
+    if endpoint.scheme == "http":
+        for key, value in [*tls_files.items(), ("clickhouse.server_host_name", options.server_host_name)]:
+            if value:
+                raise StoreError(f"{key} is set but clickhouse_dsn is http:// (no TLS): use https:// or remove {key}")
+    for key, value in tls_files.items():
+        if value is not None and not Path(value).is_file():
+            raise StoreError(f"{key}: {value} is not a readable file")
+    if options.client_key_file and not options.client_cert_file:
+        raise StoreError("clickhouse.client_key_file is set without clickhouse.client_cert_file")
+    password = _password(endpoint, options)
+    kwargs: dict[str, Any] = {
+        "interface": endpoint.scheme,
+        "host": endpoint.host,
+        "port": endpoint.port,
+        "username": endpoint.username or ("default" if password else ""),
+        "password": password,
+        # whole seconds (clickhouse-connect truncates to int): round up, never to 0
+        "connect_timeout": max(1, math.ceil(options.connect_timeout_s)),
+        "send_receive_timeout": max(1, math.ceil(options.send_receive_timeout_s)),
+        # one retry layer (RetryPolicy), not two
+        "query_retries": 0,
+    }
+    if endpoint.scheme == "https":
+        kwargs["verify"] = options.verify
+        if options.ca_file:
+            kwargs["ca_cert"] = str(options.ca_file)
+        if options.client_cert_file:
+            kwargs["client_cert"] = str(options.client_cert_file)
+        if options.client_key_file:
+            kwargs["client_cert_key"] = str(options.client_key_file)
+        if options.server_host_name:
+            kwargs["server_host_name"] = options.server_host_name
+    if endpoint.compress is not None:
+        kwargs["compress"] = {"true": True, "false": False}.get(endpoint.compress, endpoint.compress)
+    return kwargs
+
+
+# -- what is worth retrying --------------------------------------------------------
+
+#: ClickHouse error codes (src/Common/ErrorCodes.cpp) that say "try again later",
+#: not "this query is wrong": overload, network, Keeper and replica trouble.
+TRANSIENT_ERROR_CODES: dict[int, str] = {
+    159: "TIMEOUT_EXCEEDED",
+    198: "DNS_ERROR",
+    202: "TOO_MANY_SIMULTANEOUS_QUERIES",
+    203: "NO_FREE_CONNECTION",
+    209: "SOCKET_TIMEOUT",
+    210: "NETWORK_ERROR",
+    242: "TABLE_IS_READ_ONLY",
+    252: "TOO_MANY_PARTS",
+    279: "ALL_CONNECTION_TRIES_FAILED",
+    285: "TOO_FEW_LIVE_REPLICAS",
+    319: "UNKNOWN_STATUS_OF_INSERT",
+    373: "SESSION_IS_LOCKED",
+    425: "SYSTEM_ERROR",
+    439: "CANNOT_SCHEDULE_TASK",
+    999: "KEEPER_EXCEPTION",
+}
+#: HTTP statuses a proxy or an overloaded server answers when a retry may succeed
+TRANSIENT_HTTP_STATUSES = frozenset({429, 502, 503, 504})
+_HTTP_STATUS = re.compile(r"HTTP status (\d{3})")
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps (cause, context, urllib3's ``reason``), each once."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen or len(seen) > 20:
+            continue
+        seen.add(id(e))
+        yield e
+        for inner in (getattr(e, "reason", None), e.__cause__, e.__context__):
+            if isinstance(inner, BaseException):
+                todo.append(inner)
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    try:
+        from urllib3.exceptions import SSLError as Urllib3SSLError
+    except ImportError:  # pragma: no cover
+        Urllib3SSLError = ssl.SSLError  # type: ignore[misc,assignment]
+    return any(isinstance(e, (ssl.SSLError, ssl.CertificateError, Urllib3SSLError)) for e in _causes(exc))
+
+
+def _is_certificate_failure(exc: BaseException) -> bool:
+    """The server's certificate is not trusted, or not issued for the name we asked for."""
+    return any(
+        isinstance(e, ssl.SSLCertVerificationError) or type(e).__name__ == "CertificateError"
+        for e in _causes(exc)
+    )
+
+
+def transient_reason(exc: BaseException) -> Optional[str]:
+    """Why ``exc`` is worth retrying ("connection refused", "HTTP 503", "ClickHouse
+    error 202 TOO_MANY_SIMULTANEOUS_QUERIES", ...), or None: fail at once (syntax,
+    unknown table, authentication, TLS certificate, anything unknown)."""
+    if _is_tls_failure(exc):
+        return None  # a certificate will not become valid by waiting
+    chain = list(_causes(exc))
+    for e in chain:
+        code = getattr(e, "code", None)
+        if isinstance(code, int) and type(e).__module__.startswith("clickhouse_connect"):
+            if code in TRANSIENT_ERROR_CODES:
+                return f"ClickHouse error {code} {TRANSIENT_ERROR_CODES[code]}"
+            return None  # the server answered with a definite error
+    try:
+        from urllib3 import exceptions as u3
+    except ImportError:  # pragma: no cover
+        u3 = None  # type: ignore[assignment]
+    # most specific first (urllib3's NewConnectionError is a ConnectTimeoutError)
+    kinds: list[tuple[Any, str]] = [
+        (ConnectionRefusedError, "connection refused"),
+        ((ConnectionResetError, ConnectionAbortedError, BrokenPipeError), "connection reset"),
+    ]
+    if u3 is not None:
+        kinds += [
+            (u3.ReadTimeoutError, "timed out waiting for the answer"),
+            (u3.NewConnectionError, "cannot open a connection"),
+            (u3.ConnectTimeoutError, "timed out connecting"),
+            (u3.ProtocolError, "connection broken"),
+        ]
+    kinds.append(((socket.timeout, TimeoutError), "timed out"))
+    for kind, reason in kinds:
+        if any(isinstance(e, kind) for e in chain):
+            return reason
+    for e in chain:
+        if type(e).__module__.startswith("clickhouse_connect"):
+            status = _HTTP_STATUS.search(str(e))
+            if status and int(status.group(1)) in TRANSIENT_HTTP_STATUSES:
+                return f"HTTP {status.group(1)}"
+    return None
+
+
+def _scrub(text: str, secret: str) -> str:
+    if secret:
+        for form in {secret, _quote(secret)}:
+            text = text.replace(form, "***")
+    return text
+
+
+def _quote(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+@dataclass
+class RetryPolicy:
+    """At most ``retries`` retries of a transient failure, waiting ``backoff_s``,
+    then twice that, ... (capped at ``max_backoff_s``); the one place the store retries."""
+
+    retries: int = 0
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    where: str = "ClickHouse"
+    secret: str = field(default="", repr=False)
+    sleep: Callable[[float], None] = time.sleep
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        return min(self.max_backoff_s, self.backoff_s * (2 ** (attempt - 1)))
+
+    def run(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, retried on transient failures. Exhausted: StoreError."""
+        attempt = 0
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                reason = transient_reason(exc)
+                if reason is None:
+                    raise
+                if attempt >= self.retries:
+                    raise RetriesExhausted(
+                        f"ClickHouse at {self.where}: {what} failed ({reason}; {_tried(attempt + 1)})",
+                        reason,
+                        attempt + 1,
+                    ) from exc
+                attempt += 1
+                wait = self.delay(attempt)
+                log.warning(
+                    "ClickHouse at %s: %s failed (%s); retry %d of %d in %.2f s",
+                    self.where, what, _scrub(reason, self.secret), attempt, self.retries, wait,
+                )
+                self.sleep(wait)
+
+
+def _tried(attempts: int) -> str:
+    return f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}"
+
+
+class _RetryingClient:
+    """A clickhouse-connect client whose query, command, insert and raw_query go
+    through a :class:`RetryPolicy`; everything else passes through."""
+
+    __slots__ = ("_client", "_policy")
+
+    def __init__(self, client: Any, policy: RetryPolicy):
+        self._client = client
+        self._policy = policy
+
+    def query(self, *args: Any, **kwargs: Any) -> Any:
+        return self._policy.run("query", self._client.query, *args, **kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        return self._policy.run("command", self._client.command, *args, **kwargs)
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        return self._policy.run("insert", self._client.insert, *args, **kwargs)
+
+    def raw_query(self, *args: Any, **kwargs: Any) -> Any:
+        return self._policy.run("query", self._client.raw_query, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def _import_clickhouse_connect() -> Any:
     try:
         import clickhouse_connect
     except ImportError:  # pragma: no cover - depends on the install
         raise StoreError(
             "the ClickHouse store needs clickhouse-connect and chdb: pip install 'mcpsift[all]'"
         ) from None
+    return clickhouse_connect
+
+
+def _chdb_client(dsn: str) -> Any:
+    clickhouse_connect = _import_clickhouse_connect()
     try:
         return clickhouse_connect.get_client(dsn=dsn)
     except Exception as exc:
@@ -47,7 +434,40 @@ def _client(dsn: str) -> Any:
                 f"`mcpsift serve`?) holds it, or this process already opened another data path. "
                 f"Stop that process, or query it over HTTP. ({text.strip()[:200]})"
             ) from None
-        raise StoreError(f"cannot connect to ClickHouse at {dsn}: {text.strip()[:300]}") from None
+        raise StoreError(f"cannot open the embedded ClickHouse at {dsn}: {text.strip()[:300]}") from None
+
+
+def _server_client(endpoint: Endpoint, kwargs: dict[str, Any], policy: RetryPolicy) -> Any:
+    """A connected HTTP(S) client (clickhouse-connect asks the server its version and
+    settings on creation); connection failures retried, then a StoreError naming why."""
+    clickhouse_connect = _import_clickhouse_connect()
+    try:
+        client = policy.run("connect", clickhouse_connect.get_client, **kwargs)
+        if hasattr(client, "http_retries"):
+            client.http_retries = 0  # urllib3's own retry: RetryPolicy is the one retry layer
+        return client
+    except RetriesExhausted as exc:
+        raise StoreError(
+            f"cannot connect to ClickHouse at {endpoint.url} ({exc.reason}; {_tried(exc.attempts)}). "
+            "Is the server running, and clickhouse_dsn right?"
+        ) from None
+    except Exception as exc:
+        detail = _scrub(" ".join(str(exc).split())[:300], kwargs.get("password", ""))
+        if _is_tls_failure(exc):
+            verify = "certificate verification failed" if _is_certificate_failure(exc) else "handshake failed"
+            raise StoreError(
+                f"cannot connect to ClickHouse at {endpoint.url}: TLS {verify} "
+                "(set clickhouse.ca_file to the CA that signed the server's certificate, "
+                f"or clickhouse.server_host_name to the name it was issued for) ({detail})"
+            ) from None
+        code = getattr(exc, "code", None)
+        if code == 516:
+            raise StoreError(
+                f"cannot connect to ClickHouse at {endpoint.url}: authentication failed for user "
+                f"{kwargs.get('username') or 'default'!r} (check the DSN's user and password, "
+                "clickhouse.password_env or clickhouse.password_file)"
+            ) from None
+        raise StoreError(f"cannot connect to ClickHouse at {endpoint.url}: {detail}") from None
 
 
 def _s(value: Optional[str]) -> str:
@@ -128,13 +548,53 @@ class Store:
     """Schema owner and query layer over one ClickHouse database.
 
     Thread-safe: one client per thread (chDB allows many clients on its one
-    path), created on first use in that thread.
+    path), created on first use in that thread. ``options`` (the
+    ``clickhouse`` settings section) applies to http(s) DSNs: timeouts, TLS,
+    password source, retries and the cluster; a database in the DSN's path
+    wins over ``database``.
     """
 
-    def __init__(self, dsn: str, database: str = "mcpsift", *, retention_days: int = 0):
+    def __init__(
+        self,
+        dsn: str,
+        database: str = "mcpsift",
+        *,
+        retention_days: int = 0,
+        options: Optional["ClickHouseSettings"] = None,
+    ):
+        if options is None:
+            from mcpsift.settings import ClickHouseSettings
+
+            options = ClickHouseSettings()
+        self.dsn = dsn
+        self.options = options
+        self.endpoint: Optional[Endpoint] = None
+        self.cluster: Optional[str] = None
+        if dsn.startswith("chdb://"):
+            self.url = dsn
+            # in-process: nothing transient to wait out, and the hot path stays bare
+            self._policy = RetryPolicy(retries=0, where=dsn)
+            self._connect_kwargs: dict[str, Any] = {}
+        else:
+            self.endpoint = parse_dsn(dsn)
+            self.url = self.endpoint.url
+            database = self.endpoint.database or database
+            self._connect_kwargs = _http_kwargs(self.endpoint, options)
+            self._policy = RetryPolicy(
+                retries=options.retries,
+                backoff_s=options.retry_backoff_s,
+                where=self.url,
+                secret=self._connect_kwargs["password"],
+            )
+            if options.cluster is not None:
+                if not valid_cluster_name(options.cluster):
+                    raise StoreError(
+                        f"clickhouse.cluster {options.cluster!r} must be a cluster name from the server's "
+                        "remote_servers (letters, digits, '_', '.', '-') or a {macro}"
+                    )
+                self.cluster = options.cluster
         if not database or not set(database) <= _IDENTIFIER_OK:
             raise StoreError(f"database name {database!r} must be letters, digits and underscores")
-        self.dsn = dsn
         self.database = database
         self.retention_days = retention_days
         self._local = threading.local()
@@ -147,12 +607,30 @@ class Store:
     def _client_for_thread(self) -> Any:
         client = getattr(self._local, "client", None)
         if client is None:
-            client = self._local.client = _client(self.dsn)
+            if self.endpoint is None:
+                raw = _chdb_client(self.dsn)
+            else:
+                raw = _server_client(self.endpoint, self._connect_kwargs, self._policy)
+            client = self._local.client = _RetryingClient(raw, self._policy)
         return client
 
     @property
     def client(self) -> Any:
+        """This thread's client; its query/command/insert/raw_query retry transient failures."""
         return self._client_for_thread()
+
+    def _ddl(self, statement: str) -> Any:
+        """Run a DDL statement (``{db}`` filled in), ``ON CLUSTER`` when a cluster is set."""
+        sql = statement.format(db=self.database)
+        return self.command(for_cluster(sql, self.cluster) if self.cluster else sql)
+
+    @staticmethod
+    def _dedup_settings(dedup_token: Optional[str]) -> Optional[dict[str, Any]]:
+        if dedup_token is None:
+            return None
+        if not isinstance(dedup_token, str) or not dedup_token:
+            raise StoreError(f"dedup_token must be a non-empty string, not {dedup_token!r}")
+        return {"insert_deduplicate": 1, "insert_deduplication_token": dedup_token}
 
     def _t(self, table: str) -> str:
         return f"{self.database}.{table}"
@@ -168,19 +646,15 @@ class Store:
     def migrate(self) -> list[int]:
         """Create the database and apply pending migrations; returns the versions applied."""
         db = self.database
-        self.command(f"CREATE DATABASE IF NOT EXISTS {db}")
-        self.command(
-            f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
-            "(version UInt32, description String, applied_at DateTime64(3, 'UTC')) "
-            "ENGINE = ReplacingMergeTree ORDER BY version"
-        )
+        for statement in BOOTSTRAP:
+            self._ddl(statement)
         done = {r[0] for r in self.query_rows(f"SELECT version FROM {db}.schema_migrations FINAL")}
         applied = []
         for version, description, statements in MIGRATIONS:
             if version in done:
                 continue
             for statement in statements:
-                self.command(statement.format(db=db))
+                self._ddl(statement)
             self.client.insert(
                 f"{db}.schema_migrations",
                 [(version, description, _dt.datetime.now(_UTC))],
@@ -193,31 +667,42 @@ class Store:
     def _apply_retention(self) -> None:
         table = self._t("events")
         if self.retention_days > 0:
-            self.command(
+            self._ddl(
                 f"ALTER TABLE {table} MODIFY TTL toDateTime(time) + INTERVAL {int(self.retention_days)} DAY"
             )
         else:
             create = self.command(f"SHOW CREATE TABLE {table}")
             if "TTL" in str(create):
-                self.command(f"ALTER TABLE {table} REMOVE TTL")
+                self._ddl(f"ALTER TABLE {table} REMOVE TTL")
 
     def drop_database(self) -> None:
-        self.command(f"DROP DATABASE IF EXISTS {self.database}")
+        self._ddl(f"DROP DATABASE IF EXISTS {self.database}")
 
     # -- writes (batched; each call is one INSERT) ---------------------------
 
-    def insert_events(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        if rows:
-            self.client.insert(self._t("events"), rows, column_names=EVENT_COLUMNS)
+    # ``dedup_token``: the same token on a repeated insert (a batch redelivered
+    # after a crash, e.g. derived from topic/partition/offsets) makes the server
+    # drop the repeat, so the batch is stored physically once (schema migration 7).
 
-    def insert_alerts(self, alerts: Sequence[Alert]) -> None:
+    def insert_events(self, rows: Sequence[tuple[Any, ...]], *, dedup_token: Optional[str] = None) -> None:
+        if rows:
+            self.client.insert(
+                self._t("events"), rows, column_names=EVENT_COLUMNS, settings=self._dedup_settings(dedup_token)
+            )
+
+    def insert_alerts(self, alerts: Sequence[Alert], *, dedup_token: Optional[str] = None) -> None:
         if alerts:
             now = _dt.datetime.now(_UTC)
             self.client.insert(
-                self._t("alerts"), [_alert_row(a, now) for a in alerts], column_names=ALERT_COLUMNS
+                self._t("alerts"),
+                [_alert_row(a, now) for a in alerts],
+                column_names=ALERT_COLUMNS,
+                settings=self._dedup_settings(dedup_token),
             )
 
-    def insert_dead_letters(self, rows: Sequence[tuple[str, str, bytes | str, int]]) -> None:
+    def insert_dead_letters(
+        self, rows: Sequence[tuple[str, str, bytes | str, int]], *, dedup_token: Optional[str] = None
+    ) -> None:
         """Rows of (source, reason, raw payload, position in its batch/file)."""
         if rows:
             now = _dt.datetime.now(_UTC)
@@ -225,7 +710,9 @@ class Store:
                 (now, source, reason, payload if isinstance(payload, (bytes, str)) else str(payload), position)
                 for source, reason, payload, position in rows
             ]
-            self.client.insert(self._t("dead_letter"), data, column_names=DEAD_LETTER_COLUMNS)
+            self.client.insert(
+                self._t("dead_letter"), data, column_names=DEAD_LETTER_COLUMNS, settings=self._dedup_settings(dedup_token)
+            )
 
     def save_checkpoint(self, name: str, seq: int, snapshot: bytes) -> None:
         self.client.insert(
@@ -543,10 +1030,16 @@ class Store:
 
 
 def open_store(settings: Any, *, migrate: bool = True) -> Store:
-    """A store for ``settings`` (DSN, database, retention), migrated unless told otherwise."""
+    """A store for ``settings`` (DSN, database, retention, the ``clickhouse`` section),
+    migrated unless told otherwise."""
     if settings.dsn.startswith("chdb://"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store(settings.dsn, settings.database, retention_days=settings.retention_days)
+    store = Store(
+        settings.dsn,
+        settings.database,
+        retention_days=settings.retention_days,
+        options=getattr(settings, "clickhouse", None),
+    )
     if migrate:
         store.migrate()
     return store
