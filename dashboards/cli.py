@@ -130,7 +130,7 @@ def snapshot(
                 store = open_store(settings)
             extent = data_extent(store)
             if extent is None and (start_at is None or end_at is None):
-                raise _fail(f"the store in {store.dsn} holds no events: ingest some (mcpsift serve + mcpsift demo run), "
+                raise _fail(f"the store at {store.url} holds no events: ingest some (mcpsift serve + mcpsift demo run), "
                             "or draw demo traffic with --demo")
             first, last = extent if extent is not None else (start_at, end_at)
             start = start_at or first - _dt.timedelta(minutes=1)

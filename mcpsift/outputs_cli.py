@@ -186,3 +186,36 @@ def enable(
     if _via_serve(settings, "POST", f"/v1/outputs/{name}/enable", api_key=api_key) is None:
         _with_store(settings, lambda store: store.save_output_state(name, {"disabled": None}))
     out.print(f"{name}: enabled")
+
+
+@app.command("run")
+def run_dispatcher(config: Optional[Path] = ConfigOpt) -> None:
+    """Deliver stored alerts to the SIEM outputs until stopped (SIGTERM/SIGINT).
+
+    For the distributed runner: workers store alerts and queue their deliveries;
+    this one process sends them. Run exactly one per store (two would send
+    twice). ``mcpsift serve`` does this itself."""
+    import signal
+    import threading
+
+    from mcpsift.streams.outbox import Dispatcher
+
+    settings = _settings(config)
+
+    def work(store: Any) -> None:
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        dispatcher = Dispatcher(store, settings.outputs)
+        dispatcher.start()
+        names = ", ".join(c.output_name for c in settings.outputs if c.enabled)
+        err.print(f"mcpsift outputs run: delivering to {names} (store {store.url}, "
+                  f"database {store.database}); exactly one of these per store", highlight=False)
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            dispatcher.stop()
+            err.print("stopped: deliveries in flight finished, the rest stay queued", highlight=False)
+
+    _with_store(settings, work)

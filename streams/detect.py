@@ -102,6 +102,12 @@ class DetectStage:
         plan = self._reader_plan[ev.type][outcome.status if outcome is not None else None]
         return self._run(plan, ev, event_time, NO_ALERTS, dedup=False)
 
+    def stateless(self, ev: Any, event_time: float) -> list[Alert]:
+        """The new, wanted alerts of the stateless detectors alone on ``ev`` (the
+        distributed runner runs the stateful ones per key: streams/keyed.py)."""
+        found = self.reader_alerts(ev, event_time)
+        return self._new(found) if found else NO_ALERTS
+
     def process(self, ev: Any, event_time: float, reader: Optional[list[Alert]] = None) -> list[Alert]:
         """Run every subscribed detector on one event (in event-time order).
 

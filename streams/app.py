@@ -1,0 +1,554 @@
+"""The distributed runner: a faust-streaming app over Kafka (``mcpsift worker``).
+
+The same stage functions as the embedded runner (validate and enrich from
+:class:`~.pipeline.Pipeline`, the detectors of :mod:`mcpsift.detectors`, the
+ClickHouse sinks); only the wiring differs. Three agents, all batched
+(``stream.take_events``: faust's per-event path is slow, so every step works
+on a batch and per-event Python work is the stage functions themselves):
+
+``ingest`` on ``kafka.events_topic`` (one event per message)
+    validate + enrich each message; an invalid one goes to
+    ``kafka.deadletter_topic`` (the original bytes, the reason in headers) and
+    to the ``dead_letter`` table; valid events are stored in ClickHouse (one
+    insert per batch, with an insert dedup token from the batch's partitions
+    and offsets); the stateless detectors run here; every event is routed to
+    the state keys of the stateful detectors that read it
+    (:meth:`~.keyed.KeyedDetect.route`) and re-keyed onto
+    ``kafka.keyed_topic`` -- the repartition (``group_by``) step, done once
+    per distinct key and batched: one message per destination partition and
+    batch, to the partition that owns the key (:func:`~.keyed.partition_for`).
+
+``detect`` on ``kafka.keyed_topic``
+    each key's events against that key's state, kept in the faust Table
+    ``detector-state`` (``use_partitioner=True``: co-partitioned with the
+    repartition topic, so batched writes are allowed; changelog topic
+    ``<app_id>-detector-state-changelog``, so a restarted or rebalanced worker
+    recovers the state). Alerts go to ``kafka.alerts_topic``.
+
+``alerts`` on ``kafka.alerts_topic``
+    alerts into ClickHouse and the SIEM outbox (``mcpsift outputs run`` sends them).
+
+Offsets are committed only after a batch is fully handled (stored, forwarded
+and acknowledged by the broker): a batch that fails is retried, and while
+ClickHouse is down the agent waits, so consumption stops (faust pauses the
+partitions whose buffers are full) instead of memory growing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+import ssl
+import time
+from collections import defaultdict
+from typing import Any, Callable, Optional
+
+import msgspec
+
+from mcpsift.alerts import Alert
+from mcpsift.events import EventRecord, InvalidEvent, encode_event
+from mcpsift.settings import KafkaSettings, Settings
+from mcpsift.store import Store, event_row
+
+from .keyed import Item, KeyedDetect, partition_for
+from .outbox import Outbox
+from .pipeline import Pipeline
+from .sinks import AlertSink
+
+__all__ = ["WorkerApp", "kafka_client_options", "faust_credentials", "TABLE_NAME", "changelog_topic"]
+
+log = logging.getLogger("mcpsift.worker")
+
+TABLE_NAME = "detector-state"
+_UTC = _dt.timezone.utc
+#: an ``ingest_seq`` for a Kafka event: partition and offset, so it is unique and
+#: stable across redeliveries (the embedded runner counts from 1 instead)
+_SEQ_PARTITION_SHIFT = 40
+#: where an event's offset ends in ``ingest_seq``
+_SEQ_OFFSET_MASK = (1 << _SEQ_PARTITION_SHIFT) - 1
+#: a repartition message is cut at about this size (Kafka's default limit is 1 MB)
+_MAX_REPARTITION_BYTES = 256 * 1024
+
+
+def changelog_topic(kafka: KafkaSettings) -> str:
+    """The compacted topic faust keeps the detector state in."""
+    return f"{kafka.app_id}-{TABLE_NAME}-changelog"
+
+
+def _password(kafka: KafkaSettings) -> Optional[str]:
+    import os
+
+    if kafka.sasl_password_env:
+        value = os.environ.get(kafka.sasl_password_env)
+        if value is None:
+            raise ValueError(f"kafka.sasl_password_env: environment variable {kafka.sasl_password_env} is not set")
+        return value
+    if kafka.sasl_password_file:
+        try:
+            return kafka.sasl_password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"kafka.sasl_password_file: cannot read {kafka.sasl_password_file}: {exc.strerror}") from None
+    return kafka.sasl_password
+
+
+def _ssl_context(kafka: KafkaSettings) -> Optional[ssl.SSLContext]:
+    if kafka.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    context = ssl.create_default_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None)
+    if kafka.ssl_certfile:
+        context.load_cert_chain(str(kafka.ssl_certfile), str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None)
+    return context
+
+
+def kafka_client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka client keyword arguments (brokers, TLS, SASL) for ``kafka``."""
+    options: dict[str, Any] = {"bootstrap_servers": kafka.bootstrap_servers, "security_protocol": kafka.security_protocol}
+    context = _ssl_context(kafka)
+    if context is not None:
+        options["ssl_context"] = context
+    if kafka.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
+        options["sasl_plain_username"] = kafka.sasl_username
+        options["sasl_plain_password"] = _password(kafka)
+    return options
+
+
+def faust_credentials(kafka: KafkaSettings) -> Any:
+    """faust's ``broker_credentials`` for ``kafka`` (None: plaintext)."""
+    import faust
+
+    context = _ssl_context(kafka)
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=_password(kafka),
+            mechanism=kafka.sasl_mechanism or "PLAIN",
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class _Keyed(msgspec.Struct, array_like=True):
+    """One event re-keyed for the detect agent (a repartition message holds a list)."""
+
+    key: str
+    names: list[str]
+    partition: int  # where the event arrived (its source partition and offset
+    offset: int  # identify it for redelivery checks)
+    time: float  # event time as the runner orders it
+    event: msgspec.Raw
+
+
+_encode_keyed = msgspec.json.Encoder().encode
+_decode_keyed = msgspec.json.Decoder(list[_Keyed]).decode
+_decode_event = msgspec.json.Decoder(EventRecord).decode
+
+
+def _source(message: Any) -> str:
+    return f"kafka:{message.topic}/{message.partition}@{message.offset}"
+
+
+def _dead_headers(source: str, reason: str) -> list[tuple[str, bytes]]:
+    """Headers of a dead letter on the dead-letter topic (its value is the original bytes)."""
+    return [("mcpsift.reason", reason.encode("utf-8", "replace")), ("mcpsift.source", source.encode("utf-8"))]
+
+
+def _token(kind: str, events: list[Any]) -> str:
+    """An insert dedup token for a batch: its topic and per-partition offset ranges."""
+    ranges: dict[tuple[str, int], list[int]] = {}
+    for e in events:
+        m = e.message
+        span = ranges.get((m.topic, m.partition))
+        if span is None:
+            ranges[(m.topic, m.partition)] = [m.offset, m.offset]
+        else:
+            span[1] = max(span[1], m.offset)
+            span[0] = min(span[0], m.offset)
+    parts = ",".join(f"{t}/{p}:{a}-{b}" for (t, p), (a, b) in sorted(ranges.items()))
+    return f"{kind}|{parts}"
+
+
+class WorkerApp:
+    """The faust app of one worker process, around a store and the shared stages."""
+
+    def __init__(self, settings: Settings, store: Store, *, telemetry: Any = None):
+        import faust
+
+        self.settings = settings
+        self.store = store
+        self.telemetry = telemetry
+        k = settings.kafka
+        self.kafka = k
+        self.pipeline = Pipeline(settings)
+        self.keyed = KeyedDetect(self.pipeline.detect.detectors, self.pipeline.detect.wanted_rules)
+        self.alert_sink = AlertSink(store, outbox=Outbox(store, settings.outputs))
+        self.app = faust.App(
+            k.app_id,
+            broker=[f"kafka://{hp.strip()}" for hp in k.bootstrap_servers.split(",")],
+            broker_credentials=faust_credentials(k),
+            autodiscover=False,  # the agents are the ones below, nothing else
+            store="memory://",  # the Table's durability is its changelog topic
+            web_enabled=False,  # /metrics and /healthz come from mcpsift.telemetry
+            topic_partitions=k.partitions,
+            topic_replication_factor=k.replication_factor,
+            consumer_auto_offset_reset="earliest",  # a new group reads everything: nothing is skipped
+            producer_acks=-1,
+            # fetch big: events are ~1 KB and faust's defaults (1 MB per partition) starve batches
+            consumer_max_fetch_size=16 * 1024 * 1024,
+            broker_max_poll_records=max(1000, settings.worker.batch_size),
+            stream_buffer_maxsize=max(4096, settings.worker.batch_size * 2),
+            broker_commit_every=max(1000, settings.worker.batch_size),
+            broker_commit_interval=1.0,
+        )
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        self.events_topic = self.app.topic(k.events_topic, partitions=k.partitions, **raw)
+        self.keyed_topic = self.app.topic(k.keyed_topic, partitions=k.partitions, **raw)
+        self.alerts_topic = self.app.topic(k.alerts_topic, partitions=k.alerts_partitions, **raw)
+        self.deadletter_topic = self.app.topic(k.deadletter_topic, partitions=k.deadletter_partitions, **raw)
+        self.table = self.app.Table(
+            TABLE_NAME,
+            partitions=k.partitions,
+            use_partitioner=True,
+            key_type=bytes,  # "raw": the changelog is partitioned by the key's UTF-8 bytes, as partition_for
+        )
+        batch, within = settings.worker.batch_size, settings.worker.batch_timeout_s
+        self.app.agent(self.events_topic, name="mcpsift.ingest")(self._agent(self.ingest, batch, within))
+        self.app.agent(self.keyed_topic, name="mcpsift.detect")(self._agent(self.detect, batch, within))
+        self.app.agent(self.alerts_topic, name="mcpsift.alerts")(self._agent(self.alerts, batch, within))
+        # counters (also exported as metrics)
+        self.events_in = 0
+        self.events_stored = 0
+        self.dead_letters = 0
+        self.alerts_out = 0
+        self.alerts_stored = 0
+        self.batches = 0
+        self.error: Optional[str] = None
+        self.started = time.monotonic()
+        self.last_batch_at: Optional[float] = None
+        self._max_event_time = float("-inf")
+        # keys this worker wrote, per partition, with their latest event time: swept for expiry
+        self._touched: dict[int, dict[str, float]] = defaultdict(dict)
+        self._last_sweep = time.monotonic()
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _agent(self, prepare: Callable[[list[Any]], Any], batch: int, within: float) -> Callable[[Any], Any]:
+        async def agent(stream: Any) -> None:
+            async for events in stream.take_events(batch, within=within):
+                # prepared once (detector state moves on exactly once), flushed until it succeeds
+                flush = prepare(events)
+                await self._until_done(flush, prepare.__name__, len(events))
+
+        agent.__name__ = prepare.__name__
+        return agent
+
+    async def _until_done(self, flush: Callable[[], Any], what: str, size: int) -> None:
+        """Store and send a prepared batch, retrying until it succeeds: its offsets are
+        committed only after (while ClickHouse or the broker is down, consumption waits)."""
+        delay = 0.5
+        while True:
+            try:
+                await flush()
+                self.error = None
+                self.batches += 1
+                self.last_batch_at = time.monotonic()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.error = f"{what}: {type(exc).__name__}: {str(exc)[:300]}"
+                log.exception("batch of %d failed in %s; retrying in %.1f s (nothing is committed)", size, what, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _span(self, name: str, **attrs: Any) -> Any:
+        if self.telemetry is None:
+            import contextlib
+
+            return contextlib.nullcontext()
+        return self.telemetry.span(name, **attrs)
+
+    async def _store(self, sink: str, write: Callable[[], Any], rows: int) -> None:
+        started = time.perf_counter()
+        await asyncio.to_thread(write)
+        if self.telemetry is not None:
+            self.telemetry.sink_batch_rows.record(rows, {"sink": sink})
+            self.telemetry.sink_latency_seconds.record(time.perf_counter() - started, {"sink": sink})
+
+    async def _send_all(self, sends: list[Any]) -> None:
+        """Wait until the broker acknowledged every message sent for this batch."""
+        if sends:
+            await asyncio.gather(*[await s for s in sends])
+
+    def _lag(self, events: list[Any]) -> None:
+        if self.telemetry is None:
+            return
+        last: dict[Any, int] = {}
+        for e in events:
+            last[e.message.tp] = e.message.offset
+        consumer = self.app.consumer
+        for tp, offset in last.items():
+            try:
+                high = consumer.highwater(tp)
+            except Exception:
+                continue
+            if high is not None:
+                self.telemetry.set_consumer_lag(tp.topic, tp.partition, max(0, high - offset - 1))
+
+    # -- ingest: validate, enrich, store, stateless detectors, repartition ---
+
+    def ingest(self, events: list[Any]) -> Callable[[], Any]:
+        started = time.perf_counter()
+        validate = self.pipeline.validate
+        admit = self.pipeline.admit
+        route = self.keyed.route
+        stateless = self.pipeline.detect.stateless
+        lateness = self.settings.allowed_lateness_s
+        partitions = self.kafka.partitions
+        now = _dt.datetime.now(_UTC)
+        horizon = time.time() + lateness
+        rows: list[tuple[Any, ...]] = []
+        dead: list[tuple[str, str, bytes, int]] = []
+        alerts: list[Alert] = []
+        outgoing: dict[int, list[_Keyed]] = defaultdict(list)
+        chunks: list[tuple[int, list[_Keyed]]] = []  # full repartition messages
+        size: dict[int, int] = defaultdict(int)
+        for e in events:
+            message = e.message
+            raw = e.value if isinstance(e.value, (bytes, bytearray)) else b""
+            try:
+                ev = validate(raw)
+            except InvalidEvent as exc:
+                dead.append((_source(message), str(exc), bytes(raw), message.offset))
+                continue
+            try:
+                if not admit(ev):
+                    continue  # a producer's redelivery of an event this worker has just seen
+                payload = encode_event(ev)
+                row = event_row(ev, payload, (message.partition << _SEQ_PARTITION_SHIFT) | message.offset, now)
+                event_time = ev.time.timestamp()
+                if event_time > horizon:  # stamped in the future: ordered at now + lateness
+                    event_time = horizon
+                found = stateless(ev, event_time)
+                routes = route(ev)
+            except Exception as exc:  # a bug must not stop the worker: keep the event, say why
+                log.exception("event at %s could not be processed; dead-lettered", _source(message))
+                dead.append((_source(message), f"internal error: {type(exc).__name__}: {exc}", bytes(raw), message.offset))
+                continue
+            rows.append(row)
+            if found:
+                alerts.extend(found)
+            if routes:
+                raw_event = msgspec.Raw(payload)
+                for key, names in routes.items():
+                    p = partition_for(key, partitions)
+                    outgoing[p].append(_Keyed(key, names, message.partition, message.offset, event_time, raw_event))
+                    size[p] += len(payload) + len(key) + 64
+                    if size[p] >= _MAX_REPARTITION_BYTES:  # stay well under the broker's message size limit
+                        chunks.append((p, outgoing.pop(p)))
+                        size[p] = 0
+        chunks.extend(outgoing.items())
+        keyed = [(p, _encode_keyed(items)) for p, items in chunks]
+        prepared_s = time.perf_counter() - started
+
+        async def flush() -> None:
+            began = time.perf_counter()
+            with self._span("ingest", events=len(events), stored=len(rows), dead_letters=len(dead), alerts=len(alerts)):
+                if rows:
+                    token = _token("events", events)
+                    await self._store("events", lambda: self.store.insert_events(rows, dedup_token=token), len(rows))
+                if dead:
+                    token = _token("dead_letter", events)
+                    await self._store(
+                        "dead_letter", lambda: self.store.insert_dead_letters(dead, dedup_token=token), len(dead)
+                    )
+                sends = [self.keyed_topic.send(value=value, partition=p, force=True) for p, value in keyed]
+                sends += [self._send_alert(a) for a in alerts]
+                sends += [
+                    self.deadletter_topic.send(value=raw, headers=_dead_headers(source, reason), force=True)
+                    for source, reason, raw, _ in dead
+                ]
+                await self._send_all(sends)
+            self.events_in += len(events)
+            self.events_stored += len(rows)
+            self.dead_letters += len(dead)
+            self.alerts_out += len(alerts)
+            tel = self.telemetry
+            if tel is not None:
+                tel.events_in.add(len(events), {"source": "kafka"})
+                tel.events_out.add(len(rows), {"sink": "clickhouse"})
+                if dead:
+                    tel.deadletters.add(len(dead), {"source": "kafka"})
+                self._count_alerts(alerts)
+                tel.stage_latency_seconds.record(prepared_s + time.perf_counter() - began, {"stage": "ingest"})
+                self._lag(events)
+
+        return flush
+
+    def _send_alert(self, alert: Alert) -> Any:
+        return self.alerts_topic.send(key=alert.alert_id.encode(), value=alert.model_dump_json().encode(), force=True)
+
+    def _count_alerts(self, alerts: list[Alert]) -> None:
+        if self.telemetry is not None and alerts:
+            by_rule: dict[str, int] = defaultdict(int)
+            for a in alerts:
+                by_rule[a.rule_id] += 1
+            for rule, n in by_rule.items():
+                self.telemetry.alerts.add(n, {"rule_id": rule})
+
+    # -- detect: each key's events against its state in the Table ------------
+
+    def detect(self, events: list[Any]) -> Callable[[], Any]:
+        started = time.perf_counter()
+        by_key: dict[str, list[Item]] = defaultdict(list)
+        partition_of: dict[str, int] = {}
+        count = 0
+        for e in events:
+            try:
+                keyed = _decode_keyed(e.value)
+            except Exception as exc:  # not written by a worker: keep it, do not stop
+                log.warning("a message at %s is not a repartitioned batch (%s); dead-lettered", _source(e.message), exc)
+                self._dead_now(e, f"not a repartitioned batch: {exc}")
+                continue
+            for k in keyed:
+                by_key[k.key].append((k.time, k.partition, k.offset, _decode_event(k.event), k.names))
+                partition_of[k.key] = e.message.partition
+                count += 1
+        table = self.table
+        apply = self.keyed.apply
+        alerts: list[Alert] = []
+        for key, items in by_key.items():
+            stored_key = key.encode("utf-8")
+            value, found = apply(table.get(stored_key), items)
+            touched = self._touched[partition_of[key]]
+            if value is None:
+                if stored_key in table:
+                    del table[stored_key]
+                touched.pop(key, None)
+            else:
+                table[stored_key] = value
+                latest = value["t"]
+                touched[key] = latest
+                if latest > self._max_event_time:
+                    self._max_event_time = latest
+            if found:
+                alerts.extend(found)
+        self._sweep()
+        prepared_s = time.perf_counter() - started
+
+        async def flush() -> None:
+            began = time.perf_counter()
+            with self._span("detect", events=count, keys=len(by_key), alerts=len(alerts)):
+                await self._send_all([self._send_alert(a) for a in alerts])
+            self.alerts_out += len(alerts)
+            if self.telemetry is not None:
+                self._count_alerts(alerts)
+                self.telemetry.stage_latency_seconds.record(prepared_s + time.perf_counter() - began, {"stage": "detect"})
+                self._lag(events)
+
+        return flush
+
+    def _sweep(self, every_s: float = 60.0) -> None:
+        """Delete keys whose every detector state outlived its TTL (event time)."""
+        if time.monotonic() - self._last_sweep < every_s:
+            return
+        self._last_sweep = time.monotonic()
+        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.kafka.keyed_topic}
+        now = self._max_event_time
+        for partition, keys in list(self._touched.items()):
+            if partition not in assigned:
+                del self._touched[partition]  # moved to another worker with its state
+                continue
+            for key in list(keys):
+                stored_key = key.encode("utf-8")
+                value = self.table.get(stored_key)
+                if value is None or self.keyed.expired(value, now):
+                    keys.pop(key, None)
+                    if value is not None:
+                        del self.table[stored_key]
+
+    def _dead_now(self, e: Any, reason: str) -> None:
+        """Keep a message no agent can read (rare: someone else wrote to an internal topic)."""
+        row = (_source(e.message), reason, bytes(e.value or b""), e.message.offset)
+        try:
+            self.store.insert_dead_letters([row])
+            self.dead_letters += 1
+        except Exception:
+            log.exception("could not keep the unreadable message at %s", row[0])
+
+    # -- alerts: into ClickHouse and the SIEM outbox -------------------------
+
+    def alerts(self, events: list[Any]) -> Callable[[], Any]:
+        unique: dict[str, Alert] = {}
+        for e in events:
+            try:
+                alert = Alert.model_validate_json(e.value)
+            except Exception as exc:
+                log.warning("a message at %s is not an alert (%s); dead-lettered", _source(e.message), str(exc)[:200])
+                self._dead_now(e, f"not an alert: {str(exc)[:500]}")
+                continue
+            unique.setdefault(alert.alert_id, alert)
+        batch = list(unique.values())
+        token = _token("alerts", events)
+
+        async def flush() -> None:
+            if not batch:
+                return
+            with self._span("alerts", alerts=len(batch)):
+
+                def write() -> None:
+                    self.store.insert_alerts(batch, dedup_token=token)
+                    if self.alert_sink.outbox is not None:
+                        self.alert_sink.outbox.enqueue(batch)
+
+                await self._store("alerts", write, len(batch))
+            self.alerts_stored += len(batch)
+
+        return flush
+
+    # -- status ----------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "error" if self.error else "ok",
+            "error": self.error,
+            "events_in": self.events_in,
+            "events_stored": self.events_stored,
+            "dead_letters": self.dead_letters,
+            "alerts_out": self.alerts_out,
+            "alerts_stored": self.alerts_stored,
+            "batches": self.batches,
+            "detector_state_keys": len(self.table) if self._table_ready() else None,
+            "skipped_redeliveries": self.keyed.skipped_redeliveries,
+            "detector_errors": {**self.pipeline.detect.detector_errors, **self.keyed.detector_errors},
+        }
+
+    def _table_ready(self) -> bool:
+        try:
+            len(self.table)
+            return True
+        except Exception:
+            return False
+
+
+def run_worker(settings: Settings, store: Store, *, loglevel: str = "WARNING", on_started: Optional[Callable[[Any], None]] = None) -> None:
+    """Run one worker until SIGTERM/SIGINT (what ``mcpsift worker`` does)."""
+    from faust.worker import Worker
+
+    from mcpsift.telemetry import Telemetry
+
+    telemetry = Telemetry.get("worker", settings.telemetry)
+    worker_app = WorkerApp(settings, store, telemetry=telemetry)
+    telemetry.health = worker_app.health
+    if settings.worker.metrics_port:
+        telemetry.serve_metrics(settings.worker.metrics_host, settings.worker.metrics_port)
+    if on_started is not None:
+        on_started(worker_app)
+    worker = Worker(worker_app.app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        telemetry.shutdown()
