@@ -193,6 +193,8 @@ class WorkerSettings(BaseModel):
     batch_size: int = Field(default=5_000, ge=1, le=100_000)
     #: a batch is processed after this many seconds even when not full
     batch_timeout_s: float = Field(default=0.5, gt=0, le=60)
+    #: a worker that stops heartbeating (crashed, frozen) loses its partitions after this long
+    session_timeout_s: float = Field(default=10.0, ge=3, le=300)
     #: Prometheus ``/metrics`` of the worker (0: no endpoint)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)

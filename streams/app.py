@@ -202,6 +202,10 @@ class WorkerApp:
             stream_buffer_maxsize=max(4096, settings.worker.batch_size * 2),
             broker_commit_every=max(1000, settings.worker.batch_size),
             broker_commit_interval=1.0,
+            # a dead worker's partitions move after this long; Tansu also holds a join this long / 2
+            broker_session_timeout=settings.worker.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, settings.worker.session_timeout_s / 4),
+            broker_rebalance_timeout=max(30.0, settings.worker.session_timeout_s * 3),
         )
         raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
         self.events_topic = self.app.topic(k.events_topic, partitions=k.partitions, **raw)
@@ -214,6 +218,8 @@ class WorkerApp:
             use_partitioner=True,
             key_type=bytes,  # "raw": the changelog is partitioned by the key's UTF-8 bytes, as partition_for
         )
+        self.recovered_keys: Optional[int] = None
+        self.table.on_recover(self._on_recover)
         batch, within = settings.worker.batch_size, settings.worker.batch_timeout_s
         self.app.agent(self.events_topic, name="mcpsift.ingest")(self._agent(self.ingest, batch, within))
         self.app.agent(self.keyed_topic, name="mcpsift.detect")(self._agent(self.detect, batch, within))
@@ -232,6 +238,7 @@ class WorkerApp:
         # keys this worker wrote, per partition, with their latest event time: swept for expiry
         self._touched: dict[int, dict[str, float]] = defaultdict(dict)
         self._last_sweep = time.monotonic()
+        self._lags: dict[tuple[str, int], int] = {}
 
     # -- plumbing ------------------------------------------------------------
 
@@ -284,8 +291,7 @@ class WorkerApp:
             await asyncio.gather(*[await s for s in sends])
 
     def _lag(self, events: list[Any]) -> None:
-        if self.telemetry is None:
-            return
+        """Consumer lag of the partitions in this batch: gauges, and the health report."""
         last: dict[Any, int] = {}
         for e in events:
             last[e.message.tp] = e.message.offset
@@ -296,7 +302,10 @@ class WorkerApp:
             except Exception:
                 continue
             if high is not None:
-                self.telemetry.set_consumer_lag(tp.topic, tp.partition, max(0, high - offset - 1))
+                lag = max(0, high - offset - 1)
+                self._lags[(tp.topic, tp.partition)] = lag
+                if self.telemetry is not None:
+                    self.telemetry.set_consumer_lag(tp.topic, tp.partition, lag)
 
     # -- ingest: validate, enrich, store, stateless detectors, repartition ---
 
@@ -384,7 +393,7 @@ class WorkerApp:
                     tel.deadletters.add(len(dead), {"source": "kafka"})
                 self._count_alerts(alerts)
                 tel.stage_latency_seconds.record(prepared_s + time.perf_counter() - began, {"stage": "ingest"})
-                self._lag(events)
+            self._lag(events)
 
         return flush
 
@@ -447,7 +456,7 @@ class WorkerApp:
             if self.telemetry is not None:
                 self._count_alerts(alerts)
                 self.telemetry.stage_latency_seconds.record(prepared_s + time.perf_counter() - began, {"stage": "detect"})
-                self._lag(events)
+            self._lag(events)
 
         return flush
 
@@ -506,6 +515,7 @@ class WorkerApp:
 
                 await self._store("alerts", write, len(batch))
             self.alerts_stored += len(batch)
+            self._lag(events)
 
         return flush
 
@@ -513,7 +523,8 @@ class WorkerApp:
 
     def health(self) -> dict[str, Any]:
         return {
-            "status": "error" if self.error else "ok",
+            # starting: until faust joined the group and recovered the detector state
+            "status": "error" if self.error else ("ok" if self.recovered_keys is not None else "starting"),
             "error": self.error,
             "events_in": self.events_in,
             "events_stored": self.events_stored,
@@ -522,9 +533,35 @@ class WorkerApp:
             "alerts_stored": self.alerts_stored,
             "batches": self.batches,
             "detector_state_keys": len(self.table) if self._table_ready() else None,
+            "recovered_state_keys": self.recovered_keys,
+            "assigned": self.assignment(),
+            # messages behind, per topic, as of each partition's last batch (a partition with
+            # no batch since start counts 0)
+            "lag": self._lag_by_topic(),
             "skipped_redeliveries": self.keyed.skipped_redeliveries,
             "detector_errors": {**self.pipeline.detect.detector_errors, **self.keyed.detector_errors},
         }
+
+    async def _on_recover(self) -> None:
+        # after faust read the changelog of the partitions this worker was given
+        self.recovered_keys = len(self.table)
+        log.info("detector state recovered: %d keys", self.recovered_keys)
+
+    def _lag_by_topic(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for (topic, _), lag in self._lags.items():
+            out[topic] += lag
+        return dict(out)
+
+    def assignment(self) -> dict[str, list[int]]:
+        """The partitions this worker holds, by topic."""
+        out: dict[str, list[int]] = defaultdict(list)
+        try:
+            for tp in self.app.consumer.assignment():
+                out[tp.topic].append(tp.partition)
+        except Exception:
+            return {}
+        return {t: sorted(ps) for t, ps in out.items()}
 
     def _table_ready(self) -> bool:
         try:
@@ -534,12 +571,29 @@ class WorkerApp:
             return False
 
 
-def run_worker(settings: Settings, store: Store, *, loglevel: str = "WARNING", on_started: Optional[Callable[[Any], None]] = None) -> None:
-    """Run one worker until SIGTERM/SIGINT (what ``mcpsift worker`` does)."""
+def run_worker(
+    settings: Settings,
+    store: Store,
+    *,
+    loglevel: str = "WARNING",
+    stop_grace_s: float = 20.0,
+    on_started: Optional[Callable[[Any], None]] = None,
+) -> None:
+    """Run one worker until SIGTERM/SIGINT (what ``mcpsift worker`` does).
+
+    A stop lets faust finish the batch in hand and commit; if its shutdown has
+    not finished after ``stop_grace_s`` (faust 0.15 can hang waiting for its
+    consumer thread) the process exits anyway: what was not committed is
+    redelivered to whoever takes the partitions, and every write is idempotent,
+    so this is no worse than a crash, which the tests cover."""
+    import os
+    import threading
+
     from faust.worker import Worker
 
     from mcpsift.telemetry import Telemetry
 
+    logging.basicConfig(level=loglevel, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     telemetry = Telemetry.get("worker", settings.telemetry)
     worker_app = WorkerApp(settings, store, telemetry=telemetry)
     telemetry.health = worker_app.health
@@ -547,7 +601,22 @@ def run_worker(settings: Settings, store: Store, *, loglevel: str = "WARNING", o
         telemetry.serve_metrics(settings.worker.metrics_host, settings.worker.metrics_port)
     if on_started is not None:
         on_started(worker_app)
-    worker = Worker(worker_app.app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
+
+    def force_exit() -> None:
+        log.warning("faust did not stop within %.0f s; exiting (uncommitted batches are redelivered)", stop_grace_s)
+        telemetry.shutdown()
+        logging.shutdown()
+        os._exit(0)
+
+    class _Worker(Worker):  # type: ignore[misc]
+        def _schedule_shutdown(self, signal: Any) -> None:
+            if not self._signal_stop_time:
+                timer = threading.Timer(stop_grace_s, force_exit)
+                timer.daemon = True
+                timer.start()
+            super()._schedule_shutdown(signal)
+
+    worker = _Worker(worker_app.app, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
     try:
         worker.execute_from_commandline()
     finally:

@@ -21,4 +21,5 @@ pytest_plugins = [
     "tests.fixtures.serve",
     "tests.fixtures.receivers",
     "tests.fixtures.kafka",
+    "tests.fixtures.worker",
 ]
