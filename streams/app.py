@@ -38,11 +38,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import heapq
 import logging
 import ssl
 import time
-from collections import defaultdict
-from typing import Any, Callable, Optional
+from collections import defaultdict, deque
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import msgspec
 
@@ -171,6 +172,82 @@ def _token(kind: str, events: list[Any]) -> str:
     return f"{kind}|{parts}"
 
 
+class _Reorder:
+    """The events of one repartition partition waiting for their turn: per key,
+    per source partition, in offset order."""
+
+    __slots__ = ("pending", "positions", "max_time", "last_arrival", "size")
+
+    def __init__(self) -> None:
+        self.pending: dict[str, dict[int, deque[tuple[Any, ...]]]] = {}
+        self.positions: set[tuple[str, int, int]] = set()
+        self.max_time = float("-inf")
+        self.last_arrival = 0.0
+        self.size = 0
+
+    def add(self, k: "_Keyed", event: Any, table: Any) -> bool:
+        """Queue one re-keyed event; False when it was applied or queued already."""
+        position = (k.key, k.partition, k.offset)
+        if position in self.positions:
+            return False
+        value = table.get(k.key.encode("utf-8"))
+        if value is not None and k.offset <= value["o"].get(str(k.partition), -1):
+            return False
+        self.positions.add(position)
+        by_source = self.pending.get(k.key)
+        if by_source is None:
+            by_source = self.pending[k.key] = {}
+        queue = by_source.get(k.partition)
+        if queue is None:
+            queue = by_source[k.partition] = deque()
+        queue.append((k.time, k.partition, k.offset, k.event, k.names, event))
+        self.size += 1
+        if k.time > self.max_time:
+            self.max_time = k.time
+        return True
+
+    def due(self, threshold: float) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+        """Per key, the waiting events stamped at or before ``threshold``, in event-time
+        order (each source partition's in offset order), removed from the buffer."""
+        for key in list(self.pending):
+            by_source = self.pending[key]
+            runs = []
+            for source in list(by_source):
+                queue = by_source[source]
+                run = []
+                while queue and queue[0][0] <= threshold:
+                    run.append(queue.popleft())
+                if run:
+                    runs.append(run)
+                if not queue:
+                    del by_source[source]
+            if not by_source:
+                del self.pending[key]
+            if runs:
+                items = runs[0] if len(runs) == 1 else list(heapq.merge(*runs, key=_item_time))
+                for item in items:
+                    self.positions.discard((key, item[1], item[2]))
+                self.size -= len(items)
+                yield key, items
+
+
+def _item_time(item: tuple[Any, ...]) -> float:
+    return item[0]
+
+
+class _Release:
+    """What one release decided: the keys' new values, their alerts, and the
+    messages whose every event is now applied."""
+
+    __slots__ = ("values", "alerts", "acks", "events")
+
+    def __init__(self) -> None:
+        self.values: dict[bytes, Optional[dict[str, Any]]] = {}
+        self.alerts: list[Alert] = []
+        self.acks: list[Any] = []
+        self.events = 0
+
+
 class WorkerApp:
     """The faust app of one worker process, around a store and the shared stages."""
 
@@ -202,6 +279,9 @@ class WorkerApp:
             stream_buffer_maxsize=max(4096, settings.worker.batch_size * 2),
             broker_commit_every=max(1000, settings.worker.batch_size),
             broker_commit_interval=1.0,
+            # the detect step holds messages whose events wait for their event-time turn:
+            # a rebalance or a stop must not wait for them (they are redelivered instead)
+            stream_wait_empty=False,
             # a dead worker's partitions move after this long; Tansu also holds a join this long / 2
             broker_session_timeout=settings.worker.session_timeout_s,
             broker_heartbeat_interval=min(3.0, settings.worker.session_timeout_s / 4),
@@ -239,6 +319,11 @@ class WorkerApp:
         self._touched: dict[int, dict[str, float]] = defaultdict(dict)
         self._last_sweep = time.monotonic()
         self._lags: dict[tuple[str, int], int] = {}
+        # the detect step's reordering (see "detect" below)
+        self._buffers: dict[int, _Reorder] = {}
+        self._holds: dict[int, list[Any]] = {}
+        self._idle_s = max(0.5, min(settings.allowed_lateness_s, 5.0))
+        self.app.timer(interval=0.5, name="mcpsift.release-quiet-partitions")(self._tick)
 
     # -- plumbing ------------------------------------------------------------
 
@@ -409,12 +494,22 @@ class WorkerApp:
                 self.telemetry.alerts.add(n, {"rule_id": rule})
 
     # -- detect: each key's events against its state in the Table ------------
+    #
+    # Events of one key reach its partition from several source partitions, in
+    # whatever interleaving the ingest step produced. As the embedded runner
+    # does, they wait in a buffer until the partition's watermark (the latest
+    # event time seen on it) has passed them by the allowed lateness -- or the
+    # partition has been quiet for as long -- and are then applied in event-time
+    # order (one source partition's events always in their offset order, which
+    # the redelivery check relies on). A message with events still waiting is
+    # not acknowledged, so its offset is not committed: after a crash it is read
+    # again and its waiting events come back; the buffer itself needs no storage.
 
     def detect(self, events: list[Any]) -> Callable[[], Any]:
         started = time.perf_counter()
-        by_key: dict[str, list[Item]] = defaultdict(list)
-        partition_of: dict[str, int] = {}
+        now = time.monotonic()
         count = 0
+        touched: set[int] = set()
         for e in events:
             try:
                 keyed = _decode_keyed(e.value)
@@ -422,43 +517,103 @@ class WorkerApp:
                 log.warning("a message at %s is not a repartitioned batch (%s); dead-lettered", _source(e.message), exc)
                 self._dead_now(e, f"not a repartitioned batch: {exc}")
                 continue
+            partition = e.message.partition
+            buffer = self._buffers.get(partition)
+            if buffer is None:
+                buffer = self._buffers[partition] = _Reorder()
+            buffer.last_arrival = now
+            touched.add(partition)
+            held = 0
             for k in keyed:
-                by_key[k.key].append((k.time, k.partition, k.offset, _decode_event(k.event), k.names))
-                partition_of[k.key] = e.message.partition
-                count += 1
-        table = self.table
-        apply = self.keyed.apply
-        alerts: list[Alert] = []
-        for key, items in by_key.items():
-            stored_key = key.encode("utf-8")
-            value, found = apply(table.get(stored_key), items)
-            touched = self._touched[partition_of[key]]
-            if value is None:
-                if stored_key in table:
-                    del table[stored_key]
-                touched.pop(key, None)
-            else:
-                table[stored_key] = value
-                latest = value["t"]
-                touched[key] = latest
-                if latest > self._max_event_time:
-                    self._max_event_time = latest
-            if found:
-                alerts.extend(found)
-        self._sweep()
+                if buffer.add(k, e, self.table):
+                    held += 1
+                else:
+                    self.keyed.skipped_redeliveries += 1
+            count += len(keyed)
+            if held:
+                e.message.incref()  # not committed until its last waiting event is applied
+                self._holds[id(e)] = [e, held]
+        release = self._release(touched, now)
         prepared_s = time.perf_counter() - started
 
         async def flush() -> None:
             began = time.perf_counter()
-            with self._span("detect", events=count, keys=len(by_key), alerts=len(alerts)):
-                await self._send_all([self._send_alert(a) for a in alerts])
-            self.alerts_out += len(alerts)
+            with self._span("detect", events=count, released=release.events, keys=len(release.values), alerts=len(release.alerts)):
+                await self._commit_release(release)
             if self.telemetry is not None:
-                self._count_alerts(alerts)
                 self.telemetry.stage_latency_seconds.record(prepared_s + time.perf_counter() - began, {"stage": "detect"})
             self._lag(events)
 
         return flush
+
+    def _release(self, partitions: Iterable[int], now: float, everything: bool = False) -> "_Release":
+        """Apply the waiting events that are due, per key, against the Table's state
+        (in memory: the changelog write and the acks wait for the alerts to be sent)."""
+        release = _Release()
+        lateness = self.settings.allowed_lateness_s
+        apply = self.keyed.apply
+        for partition in partitions:
+            buffer = self._buffers.get(partition)
+            if buffer is None or not buffer.size:
+                continue
+            quiet = everything or now - buffer.last_arrival >= self._idle_s
+            threshold = float("inf") if quiet else buffer.max_time - lateness
+            for key, items in buffer.due(threshold):
+                stored_key = key.encode("utf-8")
+                decoded = [(t, p, o, _decode_event(raw), names) for t, p, o, raw, names, _ in items]
+                value, found = apply(self.table.get(stored_key), decoded)
+                release.values[stored_key] = value
+                release.alerts.extend(found)
+                release.events += len(items)
+                touched = self._touched[partition]
+                if value is None:
+                    touched.pop(key, None)
+                else:
+                    touched[key] = value["t"]
+                    if value["t"] > self._max_event_time:
+                        self._max_event_time = value["t"]
+                for item in items:
+                    hold = self._holds.get(id(item[5]))
+                    if hold is not None:
+                        hold[1] -= 1
+                        if hold[1] == 0:
+                            release.acks.append(self._holds.pop(id(item[5]))[0])
+        return release
+
+    async def _commit_release(self, release: "_Release") -> None:
+        """Alerts first, then the state that produced them, then the offsets: a crash
+        in between re-applies the events and raises the same alert ids again, never
+        loses one."""
+        await self._send_all([self._send_alert(a) for a in release.alerts])
+        for stored_key, value in release.values.items():
+            if value is None:
+                if stored_key in self.table:
+                    del self.table[stored_key]
+            else:
+                self.table[stored_key] = value
+        release.values.clear()
+        for event in release.acks:
+            event.ack()
+        release.acks.clear()
+        if release.alerts:
+            self.alerts_out += len(release.alerts)
+            self._count_alerts(release.alerts)
+            release.alerts.clear()
+
+    async def _tick(self) -> None:
+        """Release what waits on partitions that went quiet (no new batch to do it)."""
+        now = time.monotonic()
+        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.kafka.keyed_topic}
+        for partition in list(self._buffers):
+            if partition not in assigned:  # revoked: its unacknowledged messages go to the new owner
+                for _, items in self._buffers.pop(partition).due(float("inf")):
+                    for item in items:
+                        self._holds.pop(id(item[5]), None)
+        quiet = [p for p, b in self._buffers.items() if b.size and now - b.last_arrival >= self._idle_s]
+        if quiet:
+            release = self._release(quiet, now)
+            await self._until_done(lambda: self._commit_release(release), "detect (quiet partitions)", release.events)
+        self._sweep()
 
     def _sweep(self, every_s: float = 60.0) -> None:
         """Delete keys whose every detector state outlived its TTL (event time)."""
@@ -547,11 +702,33 @@ class WorkerApp:
         self.recovered_keys = len(self.table)
         log.info("detector state recovered: %d keys", self.recovered_keys)
 
-    def _lag_by_topic(self) -> dict[str, int]:
-        out: dict[str, int] = defaultdict(int)
-        for (topic, _), lag in self._lags.items():
-            out[topic] += lag
-        return dict(out)
+    def _lag_by_topic(self) -> dict[str, Optional[int]]:
+        """Messages behind per topic over every assigned partition: as of its last
+        batch, else highwater minus committed offset; None while unknown."""
+        out: dict[str, Optional[int]] = {}
+        consumer = self.app.consumer
+        try:
+            assigned = list(consumer.assignment())
+        except Exception:
+            return {}
+        ours = {self.kafka.events_topic, self.kafka.keyed_topic, self.kafka.alerts_topic}
+        for tp in assigned:
+            if tp.topic not in ours:
+                continue
+            lag = self._lags.get((tp.topic, tp.partition))
+            if lag is None:
+                try:
+                    high = consumer.highwater(tp)
+                    committed = consumer._committed_offset.get(tp)  # faust keeps it; no public accessor
+                except Exception:
+                    high = committed = None
+                if high is not None:
+                    lag = max(0, high - (committed or 0))
+            if lag is None or out.get(tp.topic, 0) is None:
+                out[tp.topic] = None
+            else:
+                out[tp.topic] = out.get(tp.topic, 0) + lag  # type: ignore[operator]
+        return out
 
     def assignment(self) -> dict[str, list[int]]:
         """The partitions this worker holds, by topic."""

@@ -17,8 +17,9 @@ the work is split in two steps that may run on different workers:
    redelivered or re-forwarded event (a crash between "forwarded" and
    "committed") is recognised and skipped: state never counts an event twice.
 
-Within a batch a key's events are applied in event-time order (ties in
-arrival order), as the embedded runner does within its allowed lateness.
+The runner hands a key's events to :meth:`KeyedDetect.apply` in the order they
+are to be applied (event time, within the allowed lateness: streams/app.py),
+with one source partition's events in their offset order.
 
 The value is JSON-serialisable (a faust Table changelogs it): ``{"s": {detector
 name: [state, last event time]}, "o": {source partition: offset}, "a": [alert
@@ -108,7 +109,7 @@ class KeyedDetect:
     # -- step 2: one key's events against its state -------------------------
 
     def apply(self, value: Optional[dict[str, Any]], items: Sequence[Item]) -> tuple[Optional[dict[str, Any]], list[Alert]]:
-        """Run ``items`` (one key's, in arrival order) against ``value``.
+        """Run ``items`` (one key's, in the order to apply them) against ``value``.
 
         Returns the new value (None when no detector holds state for the key any
         more: delete it) and the alerts not raised under this key before."""
@@ -125,7 +126,6 @@ class KeyedDetect:
             fresh.append(item)
         if not fresh:
             return value, []
-        fresh.sort(key=_event_time)  # stable: ties keep arrival order
         raised: list[str] = value["a"]
         known = set(raised)
         out: list[Alert] = []
@@ -180,6 +180,3 @@ class KeyedDetect:
         if count <= 10:  # enough to debug, not a log flood
             log.exception("detector %s failed on event %s; it skipped the event", name, ev.event_id)
 
-
-def _event_time(item: Item) -> float:
-    return item[0]
