@@ -11,6 +11,7 @@ import mcpsift
 from mcpsift.settings import Settings
 from mcpsift.store import Store
 from mcpsift.streams.embedded import EmbeddedRunner
+from mcpsift.telemetry import Telemetry
 
 from .routes import alerts, health, ingest, otlp, outputs
 from .routes import clients, events, export, inventory, principals, sessions, stats, tokens
@@ -18,6 +19,7 @@ from .routes import apikeys as apikeys_routes
 from .routes import wellknown as wellknown_routes
 from .routes import replay as replay_routes
 from .routes import audit as audit_routes
+from .routes import metrics as metrics_routes
 from .audit import AuditMiddleware, AuditWriter
 
 __all__ = ["create_app", "create_api_app", "QUERY_ROUTERS"]
@@ -61,7 +63,10 @@ def create_app(
     app.state.store = store
     app.state.runner = runner
     app.state.authenticator = authenticator
+    # the runner's (a stand-in runner in a test may have none)
+    app.state.telemetry = getattr(runner, "telemetry", None) or Telemetry.get("serve", settings.telemetry)
     app.include_router(health.router)
+    app.include_router(metrics_routes.router)
     app.include_router(wellknown_routes.router)
     app.include_router(apikeys_routes.router)
     app.include_router(ingest.router)
@@ -89,13 +94,16 @@ def create_api_app(settings: Settings, store: Store, authenticator: Optional[Any
             yield
         finally:
             audit.stop()
+            app.state.telemetry.shutdown()  # the last OTLP export (uvicorn re-raises SIGTERM after this)
 
     app = FastAPI(title="mcpsift API", version=mcpsift.__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.store = store
     app.state.runner = None
     app.state.authenticator = authenticator
+    app.state.telemetry = Telemetry.get("api", settings.telemetry)
     app.include_router(wellknown_routes.router)
+    app.include_router(metrics_routes.router)
     app.include_router(alerts.router)
     for router in QUERY_ROUTERS:
         app.include_router(router)

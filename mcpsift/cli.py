@@ -60,7 +60,7 @@ def _need(modules: tuple[str, ...], what: str) -> None:
 
 
 def _need_all(what: str) -> None:
-    _need(("clickhouse_connect", "chdb", "fastapi", "uvicorn"), what)
+    _need(("clickhouse_connect", "chdb", "fastapi", "uvicorn", "opentelemetry.sdk", "prometheus_client"), what)
 
 
 @app.command()
@@ -136,16 +136,17 @@ def serve(
             f"in {time.monotonic() - started:.1f} s",
             highlight=False,
         )
-    where = settings.data_dir.resolve() if settings.dsn.startswith("chdb://") else settings.dsn
+    where = settings.data_dir.resolve() if settings.dsn.startswith("chdb://") else store.url
     err.print(
         f"mcpsift {__version__} serve listening on http://{settings.host}:{settings.port}  "
         f"(POST /v1/events, GET /v1/alerts, GET /healthz)\n"
-        f"data: {where}  (ClickHouse {settings.dsn.split('@')[-1]}, database {settings.database})",
+        f"data: {where}  (ClickHouse {store.url}, database {store.database})",
         highlight=False,
     )
 
     def stopped() -> None:
-        # printed from the app's shutdown: uvicorn re-raises SIGTERM/SIGINT after it
+        # from the app's shutdown: uvicorn re-raises SIGTERM/SIGINT after it, so nothing runs later
+        runner.telemetry.shutdown()  # the last OTLP export
         err.print(
             f"stopped cleanly: {runner.accepted:,} events accepted, {runner.alerts_written:,} alerts written, "
             f"checkpoint at ingest_seq {runner.checkpoint_seq:,}",
@@ -198,7 +199,7 @@ def api_command(
     err.print(
         f"mcpsift {__version__} api listening on http://{settings.host}:{settings.port}  "
         f"(GET /v1/events, /v1/alerts, /docs; no ingest)\n"
-        f"store: ClickHouse {settings.dsn.split('@')[-1]}, database {settings.database}",
+        f"store: ClickHouse {store.url}, database {store.database}",
         highlight=False,
     )
     uvicorn.run(create_api_app(settings, store, authenticator=authenticator), host=settings.host,
@@ -500,6 +501,11 @@ from mcpsift.apikey_cli import app as apikey_app  # noqa: E402 (light: typer and
 app.add_typer(apikey_app, name="apikey", help="API keys for automation: create (shown once), list, revoke.")
 
 app.add_typer(outputs_app, name="outputs", help="SIEM outputs: delivery status, a test alert through each, re-drive dead deliveries, re-enable.")
+
+from mcpsift.worker_cli import topics_app, worker  # noqa: E402 (light: typer only until run)
+
+app.command("worker")(worker)
+app.add_typer(topics_app, name="topics", help="Kafka topics of the distributed runner: create them (idempotent).")
 
 from mcpsift.dashboards.cli import app as dashboards_app  # noqa: E402 (light: typer and rich only)
 

@@ -26,6 +26,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -35,6 +36,7 @@ from mcpsift.events import EventRecord, InvalidEvent, encode_event
 from mcpsift.settings import Settings
 from mcpsift.store import Store, event_row
 from mcpsift.store.chain import Chainer
+from mcpsift.telemetry import Telemetry
 
 from .outbox import Dispatcher, Outbox
 from .pipeline import Pipeline
@@ -76,9 +78,14 @@ def _event_id_of(raw: bytes) -> Optional[str]:
 
 
 class EmbeddedRunner:
-    def __init__(self, settings: Settings, store: Store, *, queue_batches: int = 64):
+    def __init__(
+        self, settings: Settings, store: Store, *, queue_batches: int = 64, telemetry: Optional[Telemetry] = None
+    ):
         self.settings = settings
         self.store = store
+        #: spans and metrics, per batch (docs/operations.md, "Self-telemetry"); component "serve"
+        self.telemetry = telemetry or Telemetry.get("serve", settings.telemetry)
+        self._alert_rules: Counter[str] = Counter()  # rule ids of alerts added but not yet flushed
         self.pipeline = Pipeline(settings)
         self._ingest_lock = threading.Lock()
         self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=queue_batches)
@@ -140,6 +147,19 @@ class EmbeddedRunner:
 
         ``tenants``: the tenants the sender may write (its key's scope; None: any).
         An event of another tenant (after enrichment) is rejected like an invalid one."""
+        tel = self.telemetry
+        with tel.span("ingest", events=len(items), source=source) as span:
+            started = time.perf_counter()
+            verdicts, accepted, rejected = self._ingest(items, source, tenants)
+            span.set_attribute("accepted", accepted)
+            span.set_attribute("rejected", rejected)
+            tel.stage_latency_seconds.record(time.perf_counter() - started, {"stage": "ingest"})
+        return verdicts
+
+    def _ingest(
+        self, items: Sequence[bytes], source: str, tenants: Optional[frozenset[str]]
+    ) -> tuple[list[Verdict], int, int]:
+        tel = self.telemetry
         verdicts: list[Verdict] = []
         valid: list[tuple[Any, bytes]] = []
         invalid: list[tuple[str, str, bytes, int]] = []
@@ -172,11 +192,16 @@ class EmbeddedRunner:
             for item in invalid:
                 self._dead.add(item)
             # durable before anyone is told "accepted"; on failure nothing is queued
+            flush_started = time.perf_counter()
             try:
-                self._events.flush()
+                stored = self._events.flush()
             except Exception:
                 self._events.discard()  # the request answers 503: nothing was accepted
                 raise
+            if stored:
+                tel.sink_latency_seconds.record(time.perf_counter() - flush_started, {"sink": "events"})
+                tel.sink_batch_rows.record(stored, {"sink": "events"})
+                tel.events_out.add(stored, {"sink": "clickhouse"})
             # chained after the events are stored: a crash in between leaves unchained
             # rows that recover() chains, never entries pointing at missing rows
             if self.chain is not None and rows:
@@ -187,7 +212,11 @@ class EmbeddedRunner:
                 self._queue.put(batch)  # blocks when detection lags: backpressure
         self.accepted += len(valid)
         self.rejected += len(invalid)
-        return verdicts
+        if valid:
+            tel.events_in.add(len(valid), {"source": source})
+        if invalid:
+            tel.deadletters.add(len(invalid), {"source": source})
+        return verdicts, len(valid), len(invalid)
 
     def dead_letter(self, source: str, reason: str, raw: bytes) -> None:
         """Keep an input that could not even be split into events (e.g. a broken body)."""
@@ -195,6 +224,7 @@ class EmbeddedRunner:
             self._dead.add((source, reason, raw, 0))
             self._dead.flush()
         self.rejected += 1
+        self.telemetry.deadletters.add(1, {"source": source})
 
     # -- detection thread -------------------------------------------------
 
@@ -210,12 +240,9 @@ class EmbeddedRunner:
                     self.checkpoint()
                     return
                 if item is not None:
-                    wall = time.time()
-                    push = self.pipeline.push
-                    for seq, ev in item:
-                        push(ev, wall)
-                        self.taken_seq = seq
-                self._collect(time.time())
+                    self._detect(item)
+                else:
+                    self._collect(time.time())
                 if time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
                     self.checkpoint()
                 self.error = None
@@ -224,14 +251,43 @@ class EmbeddedRunner:
                 log.exception("detection loop error; retrying in 1 s")
                 time.sleep(1.0)
 
+    def _detect(self, batch: list[tuple[int, Any]]) -> None:
+        """One detection round over a queued ingest batch: one span, one latency sample."""
+        tel = self.telemetry
+        with tel.span("detect", events=len(batch)):
+            started = time.perf_counter()
+            wall = time.time()
+            push = self.pipeline.push
+            for seq, ev in batch:
+                push(ev, wall)
+                self.taken_seq = seq
+            self._collect(time.time())
+            tel.stage_latency_seconds.record(time.perf_counter() - started, {"stage": "detect"})
+
     def _collect(self, wall_now: float) -> None:
         for alert in self.pipeline.release(wall_now):
             self._alerts.add(alert)
-        self.alerts_written += self._alerts.flush()
+            self._alert_rules[alert.rule_id] += 1
+        self._flush_alerts()
+        self.telemetry.set_gauge("detect_backlog_events", self.ingest_seq - self.taken_seq)
+
+    def _flush_alerts(self) -> None:
+        """Write buffered alerts; counted by rule only once stored (a failed flush keeps them buffered)."""
+        tel = self.telemetry
+        started = time.perf_counter()
+        flushed = self._alerts.flush()
+        self.alerts_written += flushed
+        if flushed:
+            tel.sink_latency_seconds.record(time.perf_counter() - started, {"sink": "alerts"})
+            tel.sink_batch_rows.record(flushed, {"sink": "alerts"})
+        if self._alert_rules and not len(self._alerts):
+            for rule_id, count in self._alert_rules.items():
+                tel.alerts.add(count, {"rule_id": rule_id})
+            self._alert_rules.clear()
 
     def checkpoint(self) -> None:
         """Flush alerts, then record how far detection got (sinks first: at-least-once)."""
-        self.alerts_written += self._alerts.flush()
+        self._flush_alerts()
         self.store.save_checkpoint(CHECKPOINT_NAME, self.taken_seq, self.pipeline.snapshot())
         self.checkpoint_seq = self.taken_seq
         self._last_checkpoint = time.monotonic()
