@@ -475,18 +475,18 @@ def train(
 
 @app.command()
 def bench(
-    which: str = typer.Argument("all", help="validate | detect | serve | outputs | hooks | publish | chain | api | all (all but api: it loads 5M events)"),
+    which: str = typer.Argument("all", help="validate | detect | serve | outputs | hooks | publish | chain | worker | api | all (all but api: it loads 5M events)"),
     events: Optional[int] = typer.Option(None, help="events to use (default: each benchmark's own)"),
 ) -> None:
     """Run the benchmarks in bench/ and print their figures."""
     import importlib
 
-    names = ["validate", "detect", "serve", "outputs", "hooks", "publish", "chain"] if which == "all" else [which]
+    names = ["validate", "detect", "serve", "outputs", "hooks", "publish", "chain", "worker"] if which == "all" else [which]
     for name in names:
         try:
             module = importlib.import_module(f"mcpsift.bench.bench_{name}")
         except ImportError as exc:
-            raise _fail(f"no benchmark {name!r} ({exc}); choose validate, detect, serve, outputs, hooks, publish, chain, api or all")
+            raise _fail(f"no benchmark {name!r} ({exc}); choose validate, detect, serve, outputs, hooks, publish, chain, worker, api or all")
         argv = ["--events", str(events)] if events else []
         module.main(argv)
 

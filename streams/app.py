@@ -185,12 +185,12 @@ class _Reorder:
         self.last_arrival = 0.0
         self.size = 0
 
-    def add(self, k: "_Keyed", event: Any, table: Any) -> bool:
+    def add(self, k: "_Keyed", event: Any, peek: Callable[[bytes], Any]) -> bool:
         """Queue one re-keyed event; False when it was applied or queued already."""
         position = (k.key, k.partition, k.offset)
         if position in self.positions:
             return False
-        value = table.get(k.key.encode("utf-8"))
+        value = peek(k.key.encode("utf-8"))
         if value is not None and k.offset <= value["o"].get(str(k.partition), -1):
             return False
         self.positions.add(position)
@@ -319,6 +319,7 @@ class WorkerApp:
         self._touched: dict[int, dict[str, float]] = defaultdict(dict)
         self._last_sweep = time.monotonic()
         self._lags: dict[tuple[str, int], int] = {}
+        self._partition_of_key: dict[str, int] = {}  # murmur2 is pure Python: remember it
         # the detect step's reordering (see "detect" below)
         self._buffers: dict[int, _Reorder] = {}
         self._holds: dict[int, list[Any]] = {}
@@ -399,6 +400,7 @@ class WorkerApp:
         validate = self.pipeline.validate
         admit = self.pipeline.admit
         route = self.keyed.route
+        where = self._partition_of_key
         stateless = self.pipeline.detect.stateless
         lateness = self.settings.allowed_lateness_s
         partitions = self.kafka.partitions
@@ -438,7 +440,11 @@ class WorkerApp:
             if routes:
                 raw_event = msgspec.Raw(payload)
                 for key, names in routes.items():
-                    p = partition_for(key, partitions)
+                    p = where.get(key)
+                    if p is None:
+                        if len(where) > 200_000:  # keys of long-gone sessions
+                            where.clear()
+                        p = where[key] = partition_for(key, partitions)
                     outgoing[p].append(_Keyed(key, names, message.partition, message.offset, event_time, raw_event))
                     size[p] += len(payload) + len(key) + 64
                     if size[p] >= _MAX_REPARTITION_BYTES:  # stay well under the broker's message size limit
@@ -524,8 +530,9 @@ class WorkerApp:
             buffer.last_arrival = now
             touched.add(partition)
             held = 0
+            peek = self._peek()
             for k in keyed:
-                if buffer.add(k, e, self.table):
+                if buffer.add(k, e, peek):
                     held += 1
                 else:
                     self.keyed.skipped_redeliveries += 1
@@ -546,10 +553,20 @@ class WorkerApp:
 
         return flush
 
+    def _peek(self) -> Callable[[bytes], Any]:
+        """A fast read of the Table's state for a key (the memory store's dict: reads
+        need no changelog; writes go through the Table)."""
+        try:
+            return self.table.data.data.get  # type: ignore[no-any-return]
+        except AttributeError:
+            return self.table.get  # type: ignore[no-any-return]
+
     def _release(self, partitions: Iterable[int], now: float, everything: bool = False) -> "_Release":
         """Apply the waiting events that are due, per key, against the Table's state
         (in memory: the changelog write and the acks wait for the alerts to be sent)."""
         release = _Release()
+        events: dict[tuple[int, int], Any] = {}
+        peek = self._peek()
         lateness = self.settings.allowed_lateness_s
         apply = self.keyed.apply
         for partition in partitions:
@@ -560,8 +577,14 @@ class WorkerApp:
             threshold = float("inf") if quiet else buffer.max_time - lateness
             for key, items in buffer.due(threshold):
                 stored_key = key.encode("utf-8")
-                decoded = [(t, p, o, _decode_event(raw), names) for t, p, o, raw, names, _ in items]
-                value, found = apply(self.table.get(stored_key), decoded)
+                decoded = []
+                for t, p, o, raw, names, _ in items:
+                    # an event routed to several keys of this partition is decoded once
+                    ev = events.get((p, o))
+                    if ev is None:
+                        ev = events[(p, o)] = _decode_event(raw)
+                    decoded.append((t, p, o, ev, names))
+                value, found = apply(peek(stored_key), decoded)
                 release.values[stored_key] = value
                 release.alerts.extend(found)
                 release.events += len(items)
