@@ -52,6 +52,18 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+def send_reply(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes) -> None:
+    """Answer from an http.server handler with headers and body in one write (two
+    small writes meet delayed ACK, ~40 ms each)."""
+    handler.send_response(status)
+    for k, v in headers.items():
+        handler.send_header(k, v)
+    handler.send_header("content-length", str(len(body)))
+    handler._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
+    handler.wfile.write(b"".join(handler._headers_buffer) + body)  # type: ignore[attr-defined]
+    handler._headers_buffer = []  # type: ignore[attr-defined]
+
+
 class HttpReceiver:
     """Records every request; answers with ``responder(request)`` (default 200 ``{}``).
 
@@ -92,14 +104,7 @@ class HttpReceiver:
                 with receiver._lock:
                     receiver.requests.append(req)
                     receiver.status_log.append(status)
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("content-length", str(len(reply)))
-                # headers and body in one write: two small writes meet delayed ACK (~40 ms each)
-                self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
-                self.wfile.write(b"".join(self._headers_buffer) + reply)  # type: ignore[attr-defined]
-                self._headers_buffer = []  # type: ignore[attr-defined]
+                send_reply(self, status, headers, reply)
 
             do_POST = do_PUT = do_GET = _handle
 

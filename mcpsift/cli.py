@@ -190,12 +190,9 @@ def api_command(
     if insecure_local:
         _warn_insecure(settings)
     else:
-        from mcpsift.api.auth import ApiAuthenticator
-
-        try:
-            authenticator = ApiAuthenticator(settings, store)
-        except ValueError as exc:
-            raise _fail(str(exc))
+        # secure by default, as serve: a store with no keys gets its first ones here
+        # (printed once; also written to auth.bootstrap_keys_file when set)
+        authenticator = _secure(settings, store)
     err.print(
         f"mcpsift {__version__} api listening on http://{settings.host}:{settings.port}  "
         f"(GET /v1/events, /v1/alerts, /docs; no ingest)\n"

@@ -19,7 +19,7 @@ def test_bench_validate_runs_and_prints_figures() -> None:
 
 def test_bench_rejects_an_unknown_benchmark() -> None:
     run = subprocess.run([sys.executable, "-m", "mcpsift.cli", "bench", "nope"], capture_output=True, text=True)
-    assert run.returncode == 2 and "choose validate, detect, serve, outputs, hooks, publish, chain, api or all" in run.stderr
+    assert run.returncode == 2 and "choose validate, detect, serve, outputs, hooks, publish, chain, worker, api or all" in run.stderr
 
 
 def test_bench_outputs_runs_and_prints_figures() -> None:

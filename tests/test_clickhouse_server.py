@@ -33,6 +33,7 @@ from mcpsift.settings import ClickHouseSettings, Settings
 from mcpsift.store import Store, StoreError, open_store
 from mcpsift.store.schema import DEDUP_WINDOW, MIGRATIONS, REPLICA_PATH, all_statements, for_cluster
 from mcpsift.store.store import TRANSIENT_ERROR_CODES, RetriesExhausted, RetryPolicy, parse_dsn, transient_reason
+from mcpsift.bench.receivers import send_reply
 from tests.fixtures.receivers import TlsCerts
 from tests.test_store import _rows
 
@@ -124,14 +125,7 @@ class ChdbOverHttp:
                     if forwarder.faults and sql.startswith(forwarder.faults[0][0]):
                         fault = forwarder.faults.popleft()[1]
                 status, headers, reply = fault if fault is not None else forwarder._execute(params, sql, data)
-                self.send_response(status)
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("content-length", str(len(reply)))
-                # headers and body in one write: two small writes meet delayed ACK (~40 ms each)
-                self._headers_buffer.append(b"\r\n")  # type: ignore[attr-defined]
-                self.wfile.write(b"".join(self._headers_buffer) + reply)  # type: ignore[attr-defined]
-                self._headers_buffer = []  # type: ignore[attr-defined]
+                send_reply(self, status, headers, reply)
 
             do_GET = do_POST
 

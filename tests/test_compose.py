@@ -630,6 +630,9 @@ def test_the_readme_steps_match_the_compose_file() -> None:
     assert "cp deploy/env.example .env" in section and ENV_EXAMPLE.is_file()
     for name in SECRETS:
         assert name in section, f"the README does not say to set {name}"
+    # the first keys: made by the api service on its first start, into its keys file
+    keys_file = found["api"]["environment"]["MCPSIFT_AUTH__BOOTSTRAP_KEYS_FILE"]
+    assert f"docker compose exec api cat {keys_file}" in section
     runs = re.findall(r"docker compose run --rm (\S+) ([^`\n#]+)", section)
     assert runs, "the README shows no `docker compose run` command"
     for service, args in runs:
