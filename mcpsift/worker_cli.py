@@ -69,6 +69,7 @@ def worker(
     bootstrap_servers: Optional[str] = BootstrapOpt,
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="where learned models (and an embedded store) live"),
     loglevel: str = typer.Option("WARNING", "--loglevel", help="faust/mcpsift log level"),
+    broker_wait_s: float = typer.Option(30.0, "--broker-wait-s", help="how long to wait for the broker at start"),
 ) -> None:
     """Run one distributed worker: mcp.events -> validate, enrich, detect (state in faust
     Tables) -> ClickHouse and mcp.alerts. Start as many as the topics have partitions."""
@@ -81,11 +82,30 @@ def worker(
     settings = _settings(config, bootstrap_servers)
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir})
+    from mcpsift.streams.topics import missing_topics
+
+    levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+    if loglevel.upper() not in levels:
+        raise _fail(f"--loglevel {loglevel!r}: choose one of {', '.join(levels)}")
+    k = settings.kafka
+    try:
+        missing = missing_topics(k, broker_wait_s)
+    except Exception as exc:
+        raise _fail(
+            f"cannot reach Kafka at {k.bootstrap_servers} (waited {broker_wait_s:g} s: {type(exc).__name__}: {exc}); "
+            "start the broker or fix kafka.bootstrap_servers / MCPSIFT_KAFKA__BOOTSTRAP_SERVERS"
+        )
+    if missing:
+        err.print(
+            f"warning: topics {', '.join(missing)} do not exist; run `mcpsift topics create` first "
+            "(otherwise they are created on first use with the broker's defaults)",
+            highlight=False,
+            markup=False,
+        )
     try:
         store = open_store(settings)
     except StoreError as exc:
         raise _fail(str(exc))
-    k = settings.kafka
     err.print(
         f"mcpsift worker: {k.bootstrap_servers}  {k.events_topic} -> {k.keyed_topic} -> {k.alerts_topic} "
         f"(dead letters: {k.deadletter_topic}); store ClickHouse {store.url}, database {settings.database}"

@@ -21,6 +21,7 @@ an existing topic; see docs/operations.md on sizing).
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -28,7 +29,7 @@ from mcpsift.settings import KafkaSettings
 
 from .app import changelog_topic, kafka_client_options
 
-__all__ = ["TopicSpec", "topic_specs", "create_topics", "TopicResult"]
+__all__ = ["TopicSpec", "topic_specs", "create_topics", "TopicResult", "missing_topics"]
 
 _TOPIC_ALREADY_EXISTS = 36
 _HOUR_MS = 3600 * 1000
@@ -110,3 +111,36 @@ async def _partition_counts(admin: Any, names: list[str]) -> dict[str, int]:
 def create_topics(kafka: KafkaSettings, timeout_s: float = 30.0) -> list[TopicResult]:
     """Create every topic that does not exist yet; one result per topic."""
     return asyncio.run(_create(kafka, timeout_s))
+
+
+async def _missing(kafka: KafkaSettings, wait_s: float) -> list[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        admin = AIOKafkaAdminClient(request_timeout_ms=5000, **kafka_client_options(kafka))
+        try:
+            await admin.start()
+            present = set(await admin.list_topics())
+            return [s.name for s in topic_specs(kafka) if s.name not in present]
+        except Exception:
+            if time.monotonic() >= deadline:
+                raise
+        finally:
+            await admin.close()
+        await asyncio.sleep(1.0)
+
+
+def missing_topics(kafka: KafkaSettings, wait_s: float = 30.0) -> list[str]:
+    """The topics of :func:`topic_specs` the broker does not have, once it answers
+    (retried for ``wait_s``: a worker may start before its broker); raises the last
+    connection error when it never does."""
+    import logging
+
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # one clear error from the caller, not one per attempt
+    try:
+        return asyncio.run(_missing(kafka, wait_s))
+    finally:
+        quiet.setLevel(level)

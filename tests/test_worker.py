@@ -227,3 +227,42 @@ def test_two_workers_share_four_partitions_and_agree_with_one(broker, worker_fac
     alerts = {a["alert_id"]: a["rule_id"] for report in reports for a in report["alerts"]}
     assert alerts == expected
     print(f"\ntwo workers: {a['events_in']:,} + {b['events_in']:,} events (partitions {split[0]} / {split[1]})")
+
+
+def test_a_worker_without_a_broker_says_so_and_one_without_topics_says_how(broker, tmp_path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+
+    def worker(bootstrap: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MCPSIFT_")}
+        env.update({"MCPSIFT_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "MCPSIFT_WORKER__METRICS_PORT": "0"})
+        return subprocess.run(
+            [sys.executable, "-m", "mcpsift.cli", "worker", "--data-dir", str(tmp_path / "w"), *extra],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+
+    down = worker(f"127.0.0.1:{closed}", "--broker-wait-s", "1")
+    assert down.returncode == 2
+    assert f"cannot reach Kafka at 127.0.0.1:{closed}" in down.stderr and "Traceback" not in down.stderr
+
+    assert "choose one of DEBUG" in worker(broker.bootstrap, "--loglevel", "LOUD").stderr
+
+    # a broker without the topics: the worker names them and the command that makes them, then runs
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCPSIFT_")}
+    env.update({"MCPSIFT_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap, "MCPSIFT_WORKER__METRICS_PORT": "0"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcpsift.cli", "worker", "--data-dir", str(tmp_path / "w2")],
+        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    try:
+        first = proc.stderr.readline()
+        assert "run `mcpsift topics create` first" in first and "mcp.events" in first, first
+    finally:
+        proc.kill()
+        proc.wait(30)
