@@ -157,8 +157,11 @@ def _dead_headers(source: str, reason: str) -> list[tuple[str, bytes]]:
     return [("mcpsift.reason", reason.encode("utf-8", "replace")), ("mcpsift.source", source.encode("utf-8"))]
 
 
-def _token(kind: str, events: list[Any]) -> str:
-    """An insert dedup token for a batch: its topic and per-partition offset ranges."""
+def _token(kind: str, events: list[Any], enabled: bool = True) -> Optional[str]:
+    """An insert dedup token for a batch: its topic and per-partition offset ranges
+    (None when not ``enabled``)."""
+    if not enabled:
+        return None
     ranges: dict[tuple[str, int], list[int]] = {}
     for e in events:
         m = e.message
@@ -262,6 +265,12 @@ class WorkerApp:
         self.pipeline = Pipeline(settings)
         self.keyed = KeyedDetect(self.pipeline.detect.detectors, self.pipeline.detect.wanted_rules)
         self.alert_sink = AlertSink(store, outbox=Outbox(store, settings.outputs))
+        # insert dedup tokens only on Replicated tables (clickhouse.cluster), where the
+        # block id is committed with the part; a plain MergeTree's deduplication log is
+        # not atomic with the part, so a crash mid-insert could leave the token without
+        # the rows and a redelivered batch would then be dropped. There, rows written
+        # twice merge away by event_id / alert_id and every read is deduplicated.
+        self._dedup_tokens = settings.clickhouse.cluster is not None
         self.app = faust.App(
             k.app_id,
             broker=[f"kafka://{hp.strip()}" for hp in k.bootstrap_servers.split(",")],
@@ -458,10 +467,10 @@ class WorkerApp:
             began = time.perf_counter()
             with self._span("ingest", events=len(events), stored=len(rows), dead_letters=len(dead), alerts=len(alerts)):
                 if rows:
-                    token = _token("events", events)
+                    token = _token("events", events, self._dedup_tokens)
                     await self._store("events", lambda: self.store.insert_events(rows, dedup_token=token), len(rows))
                 if dead:
-                    token = _token("dead_letter", events)
+                    token = _token("dead_letter", events, self._dedup_tokens)
                     await self._store(
                         "dead_letter", lambda: self.store.insert_dead_letters(dead, dedup_token=token), len(dead)
                     )
@@ -679,7 +688,7 @@ class WorkerApp:
                 continue
             unique.setdefault(alert.alert_id, alert)
         batch = list(unique.values())
-        token = _token("alerts", events)
+        token = _token("alerts", events, self._dedup_tokens)
 
         async def flush() -> None:
             if not batch:
