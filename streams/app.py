@@ -234,6 +234,16 @@ class _Reorder:
                 yield key, items
 
 
+_ABSENT = object()
+_encode_value = msgspec.json.Encoder().encode
+_decode_value = msgspec.json.Decoder().decode
+
+
+def _copy_value(value: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of a key's state value (JSON round trip: the value is JSON by contract)."""
+    return _decode_value(_encode_value(value))  # type: ignore[no-any-return]
+
+
 def _item_time(item: tuple[Any, ...]) -> float:
     return item[0]
 
@@ -332,6 +342,8 @@ class WorkerApp:
         # the detect step's reordering (see "detect" below)
         self._buffers: dict[int, _Reorder] = {}
         self._holds: dict[int, list[Any]] = {}
+        #: values applied but not yet written to the Table (their alerts are being sent)
+        self._unwritten: dict[bytes, Any] = {}
         self._idle_s = max(0.5, min(settings.allowed_lateness_s, 5.0))
         self.app.timer(interval=0.5, name="mcpsift.release-quiet-partitions")(self._tick)
 
@@ -563,12 +575,20 @@ class WorkerApp:
         return flush
 
     def _peek(self) -> Callable[[bytes], Any]:
-        """A fast read of the Table's state for a key (the memory store's dict: reads
-        need no changelog; writes go through the Table)."""
+        """The state of a key as the next events must see it: a value applied but not yet
+        written to the Table (its alerts are still being sent) wins; else a fast read of
+        the Table (the memory store's dict: reads need no changelog)."""
         try:
-            return self.table.data.data.get  # type: ignore[no-any-return]
+            stored = self.table.data.data.get
         except AttributeError:
-            return self.table.get  # type: ignore[no-any-return]
+            stored = self.table.get
+        unwritten = self._unwritten
+
+        def peek(key: bytes) -> Any:
+            value = unwritten.get(key, _ABSENT)
+            return stored(key) if value is _ABSENT else value
+
+        return peek
 
     def _release(self, partitions: Iterable[int], now: float, everything: bool = False) -> "_Release":
         """Apply the waiting events that are due, per key, against the Table's state
@@ -593,7 +613,12 @@ class WorkerApp:
                     if ev is None:
                         ev = events[(p, o)] = _decode_event(raw)
                     decoded.append((t, p, o, ev, names))
-                value, found = apply(peek(stored_key), decoded)
+                current = peek(stored_key)
+                # a copy: the object the Table holds is never changed after it was set,
+                # because faust serializes a changelog message when it sends it, and that
+                # message must not carry state whose alerts are not yet sent
+                value, found = apply(_copy_value(current) if current is not None else None, decoded)
+                self._unwritten[stored_key] = value
                 release.values[stored_key] = value
                 release.alerts.extend(found)
                 release.events += len(items)
@@ -623,6 +648,8 @@ class WorkerApp:
                     del self.table[stored_key]
             else:
                 self.table[stored_key] = value
+            if self._unwritten.get(stored_key, _ABSENT) is value:
+                del self._unwritten[stored_key]
         release.values.clear()
         for event in release.acks:
             event.ack()
