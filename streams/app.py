@@ -338,6 +338,8 @@ class WorkerApp:
         self._touched: dict[int, dict[str, float]] = defaultdict(dict)
         self._last_sweep = time.monotonic()
         self._lags: dict[tuple[str, int], int] = {}
+        #: "topic/partition" -> the offset after the last message this worker handled
+        self._positions: dict[str, int] = {}
         self._partition_of_key: dict[str, int] = {}  # murmur2 is pure Python: remember it
         # the detect step's reordering (see "detect" below)
         self._buffers: dict[int, _Reorder] = {}
@@ -402,6 +404,10 @@ class WorkerApp:
         last: dict[Any, int] = {}
         for e in events:
             last[e.message.tp] = e.message.offset
+        for tp, offset in last.items():
+            key = f"{tp.topic}/{tp.partition}"
+            if offset + 1 > self._positions.get(key, 0):
+                self._positions[key] = offset + 1
         consumer = self.app.consumer
         for tp, offset in last.items():
             try:
@@ -419,7 +425,8 @@ class WorkerApp:
     def ingest(self, events: list[Any]) -> Callable[[], Any]:
         started = time.perf_counter()
         validate = self.pipeline.validate
-        admit = self.pipeline.admit
+        seen = self.pipeline.seen
+        batch_ids: set[str] = set()
         route = self.keyed.route
         where = self._partition_of_key
         stateless = self.pipeline.detect.stateless
@@ -442,8 +449,14 @@ class WorkerApp:
                 dead.append((_source(message), str(exc), bytes(raw), message.offset))
                 continue
             try:
-                if not admit(ev):
-                    continue  # a producer's redelivery of an event this worker has just seen
+                event_id = ev.event_id
+                if event_id in seen or event_id in batch_ids:
+                    # a producer's redelivery of an event this worker has handled (the ids of
+                    # a batch count as seen only once the batch is stored and forwarded: a
+                    # batch interrupted by a rebalance or a stop comes again, whole)
+                    self.pipeline.duplicates += 1
+                    continue
+                batch_ids.add(event_id)
                 payload = encode_event(ev)
                 row = event_row(ev, payload, (message.partition << _SEQ_PARTITION_SHIFT) | message.offset, now)
                 event_time = ev.time.timestamp()
@@ -493,6 +506,7 @@ class WorkerApp:
                     for source, reason, raw, _ in dead
                 ]
                 await self._send_all(sends)
+            self.pipeline.remember(batch_ids)
             self.events_in += len(events)
             self.events_stored += len(rows)
             self.dead_letters += len(dead)
@@ -748,6 +762,10 @@ class WorkerApp:
             "batches": self.batches,
             "detector_state_keys": len(self.table) if self._table_ready() else None,
             "recovered_state_keys": self.recovered_keys,
+            # the detect step's event-time buffer: events waiting, messages not yet committable
+            "waiting_events": sum(b.size for b in self._buffers.values()),
+            "held_messages": len(self._holds),
+            "handled_up_to": dict(self._positions),
             "assigned": self.assignment(),
             # messages behind, per topic, as of each partition's last batch (a partition with
             # no batch since start counts 0)

@@ -51,17 +51,24 @@ class Pipeline:
 
     def admit(self, ev: Any) -> bool:
         """False when ``ev`` is a redelivery (an event_id among the recent ones)."""
-        event_id = ev.event_id
-        seen = self.seen
-        if event_id in seen:
+        if ev.event_id in self.seen:
             self.duplicates += 1
             return False
-        seen.add(event_id)
-        order = self._seen_order
-        order.append(event_id)
-        if len(order) > self.dedup_window:
-            seen.discard(order.popleft())
+        self.remember((ev.event_id,))
         return True
+
+    def remember(self, event_ids: Any) -> None:
+        """Count these event ids as seen (a runner that admits a batch only once it is
+        durably handled checks ``event_id in seen`` first, then remembers them)."""
+        seen = self.seen
+        order = self._seen_order
+        for event_id in event_ids:
+            if event_id in seen:
+                continue
+            seen.add(event_id)
+            order.append(event_id)
+            if len(order) > self.dedup_window:
+                seen.discard(order.popleft())
 
     def push(self, ev: Any, wall_now: Optional[float] = None) -> bool:
         """Queue a valid event for detection; False when it is a redelivery (same event_id)."""

@@ -21,7 +21,7 @@ import pytest
 
 from mcpsift.bench.gen import generate
 from mcpsift.streams.offline import detect_lines
-from tests.fixtures.kafka import read_topic
+from tests.fixtures.kafka import end_offsets, read_topic
 from tests.fixtures.serve import read_store
 from tests.fixtures.worker import produce
 
@@ -68,6 +68,23 @@ def _caught_up(h: dict) -> bool:
     """Nothing left to read on any topic, after having read something."""
     lag = h["lag"]
     return h["status"] == "ok" and h["batches"] > 0 and "mcp.events" in lag and all(v == 0 for v in lag.values())
+
+
+def _handled_everything(broker, worker, timeout: float = 90.0) -> dict:
+    """Wait until the worker has handled every message of mcp.events and
+    mcp.events.keyed (an event taken is stored; a repartitioned one applied) and
+    nothing waits in its event-time buffer."""
+    deadline = time.monotonic() + timeout
+    health = None
+    while time.monotonic() < deadline:
+        ends = {k: v for k, v in end_offsets(broker.bootstrap, ("mcp.events", "mcp.events.keyed")).items() if v}
+        health = worker.health()
+        if health and health["status"] == "ok" and not health["waiting_events"] and not health["held_messages"]:
+            handled = health["handled_up_to"]
+            if all(handled.get(k, 0) >= v for k, v in ends.items()):
+                return health
+        time.sleep(0.5)
+    raise AssertionError(f"the worker never handled everything: {health}")
 
 
 def _quiet(worker, for_s: float = 2.0) -> dict:
@@ -173,6 +190,7 @@ def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(broker, worker_fact
     recovered = again.wait(lambda h: h["status"] == "ok", what="ready after the crash")
     assert recovered["recovered_state_keys"] > 0, "the detector state was not recovered from the changelog"
     again.wait(_caught_up, what="the rest of the stream")
+    _handled_everything(broker, again)
     done = _quiet(again)
     records = _alerts_on_topic(broker, len(expected))
     per_alert = Counter(r.key.decode() for r in records)
