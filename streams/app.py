@@ -55,7 +55,6 @@ from mcpsift.store import Store, event_row
 from .keyed import Item, KeyedDetect, partition_for
 from .outbox import Outbox
 from .pipeline import Pipeline
-from .sinks import AlertSink
 
 __all__ = ["WorkerApp", "kafka_client_options", "faust_credentials", "TABLE_NAME", "changelog_topic"]
 
@@ -67,7 +66,6 @@ _UTC = _dt.timezone.utc
 #: stable across redeliveries (the embedded runner counts from 1 instead)
 _SEQ_PARTITION_SHIFT = 40
 #: where an event's offset ends in ``ingest_seq``
-_SEQ_OFFSET_MASK = (1 << _SEQ_PARTITION_SHIFT) - 1
 #: a repartition message is cut at about this size (Kafka's default limit is 1 MB)
 _MAX_REPARTITION_BYTES = 256 * 1024
 
@@ -274,7 +272,8 @@ class WorkerApp:
         self.kafka = k
         self.pipeline = Pipeline(settings)
         self.keyed = KeyedDetect(self.pipeline.detect.detectors, self.pipeline.detect.wanted_rules)
-        self.alert_sink = AlertSink(store, outbox=Outbox(store, settings.outputs))
+        # alerts are stored, then queued per SIEM output (`mcpsift outputs run` sends them)
+        self.outbox = Outbox(store, settings.outputs)
         # insert dedup tokens only on Replicated tables (clickhouse.cluster), where the
         # block id is committed with the part; a plain MergeTree's deduplication log is
         # not atomic with the part, so a crash mid-insert could leave the token without
@@ -331,8 +330,6 @@ class WorkerApp:
         self.alerts_stored = 0
         self.batches = 0
         self.error: Optional[str] = None
-        self.started = time.monotonic()
-        self.last_batch_at: Optional[float] = None
         self._max_event_time = float("-inf")
         # keys this worker wrote, per partition, with their latest event time: swept for expiry
         self._touched: dict[int, dict[str, float]] = defaultdict(dict)
@@ -370,7 +367,6 @@ class WorkerApp:
                 await flush()
                 self.error = None
                 self.batches += 1
-                self.last_batch_at = time.monotonic()
                 return
             except asyncio.CancelledError:
                 raise
@@ -738,8 +734,7 @@ class WorkerApp:
 
                 def write() -> None:
                     self.store.insert_alerts(batch, dedup_token=token)
-                    if self.alert_sink.outbox is not None:
-                        self.alert_sink.outbox.enqueue(batch)
+                    self.outbox.enqueue(batch)
 
                 await self._store("alerts", write, len(batch))
             self.alerts_stored += len(batch)

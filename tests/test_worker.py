@@ -262,13 +262,12 @@ def test_two_workers_share_four_partitions_and_agree_with_one(broker, worker_fac
 
 def test_a_worker_without_a_broker_says_so_and_one_without_topics_says_how(broker, tmp_path) -> None:
     import os
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    from tests.fixtures.serve import free_port
+
+    closed = free_port()  # nothing listens there once free_port returns
 
     def worker(bootstrap: str, *extra: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MCPSIFT_")}
