@@ -134,6 +134,10 @@ class EmbeddedRunner:
         return replayed
 
     def start(self) -> None:
+        """Start the detection thread (and the outputs' dispatcher); a second call is a no-op:
+        a second thread would outlive ``stop``, which ends one."""
+        if self._thread is not None and self._thread.is_alive():
+            return
         self.dispatcher.start()
         self._thread = threading.Thread(target=self._loop, name="mcpsift-detect", daemon=True)
         self._thread.start()

@@ -23,3 +23,27 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.worker",
 ]
+
+#: threads that query a store for as long as they live: one left running after
+#: its test queries a dropped database forever, and may crash chDB at exit
+_STORE_THREADS = ("mcpsift-detect", "mcpsift-outputs", "mcpsift-api-audit")
+
+
+def _store_threads() -> set:
+    import threading
+
+    return {t for t in threading.enumerate() if t.name in _STORE_THREADS and t.is_alive()}
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_store_threads():
+    import time
+
+    before = _store_threads()
+    yield
+    deadline = time.monotonic() + 5.0
+    leaked = _store_threads() - before
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.05)
+        leaked = _store_threads() - before
+    assert not leaked, f"the test left store threads running: {sorted(t.name for t in leaked)} (stop what it started)"

@@ -22,7 +22,7 @@ def test_no_request_gets_a_server_error(store: Any, tmp_path: Any) -> None:
     config = Settings(data_dir=tmp_path, database=store.database)
     runner = EmbeddedRunner(config, store)
     runner.ingest([json.dumps(e).encode() for e in EXAMPLES])
-    runner.start()
+    runner.start()  # the app's lifespan starts it again on each call: a no-op
     _, key = ApiKeys(store).create(["admin", "ingest"], None, name="schemathesis")
     app = create_app(config, store, runner, authenticator=ApiAuthenticator(config, store))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)

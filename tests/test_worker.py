@@ -103,6 +103,29 @@ def _quiet(worker, for_s: float = 2.0) -> dict:
     raise AssertionError(f"the worker never went quiet: {last}")
 
 
+def _where_lost(broker, report: dict, before: dict, after) -> str:
+    """Which offsets of mcp.events have no stored row, as ranges per partition, with
+    what the worker had handled when it was killed: the evidence for a loss."""
+    records = read_topic(broker.bootstrap, "mcp.events", N_EVENTS, timeout=30)
+    stored = {(seq >> 40, seq & ((1 << 40) - 1)) for seq, _ in report["seqs"]}
+    ids = set(report["event_id_counts"])
+    missing: dict[int, list[int]] = {}
+    for r in records:
+        try:
+            event_id = json.loads(r.value)["event_id"]
+        except Exception:
+            continue
+        if event_id not in ids:
+            missing.setdefault(r.partition, []).append(r.offset)
+    spans = {
+        p: [(o, (p, o) in stored) for o in sorted(offsets)] for p, offsets in sorted(missing.items())
+    }
+    return (
+        f"an event was lost: missing (partition: [(offset, a row with that offset exists)]) {spans}; "
+        f"handled when killed {before['handled_up_to']}; after the restart {after.health()}"
+    )
+
+
 def _metric(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for line in text.splitlines():
@@ -203,9 +226,9 @@ def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(broker, worker_fact
     assert on_topic == expected, "after the crash the alerts differ from `mcpsift detect`'s"
     assert again.stop() == 0
 
-    report = read_store(worker.data_dir)
+    report = read_store(worker.data_dir, "--seqs")
     counts = report["event_id_counts"]
-    assert set(counts) == {json.loads(l)["event_id"] for l in lines}, "an event was lost"
+    assert set(counts) == {json.loads(l)["event_id"] for l in lines}, _where_lost(broker, report, before, again)
     assert set(counts.values()) == {1}, "an event is stored more than once"
     assert {a["alert_id"]: a["rule_id"] for a in report["alerts"]} == expected
     assert report["alert_rows_final"] == len(expected), "an alert is stored more than once"

@@ -1,4 +1,6 @@
-"""Print a JSON report of a (stopped) embedded store: ``python -m tests.helpers.read_store DATA_DIR [--events [TYPE]]``.
+"""Print a JSON report of a (stopped) embedded store: ``python -m tests.helpers.read_store DATA_DIR [--seqs] [--events [TYPE]]``.
+
+With ``--seqs`` the report also has ``seqs``: [ingest_seq, event_id] of every physical event row.
 
 With ``--events`` the report also has ``stored_events``: the payloads of the
 stored events (physical rows, in ingest order; all types, or only ``TYPE``).
@@ -31,6 +33,8 @@ def main() -> None:
         "dead_letters": store.list_dead_letters(limit=100_000),
         "checkpoint_seq": (store.load_checkpoint("embedded") or (0, b""))[0],
     }
+    if "--seqs" in sys.argv:  # [ingest_seq, event_id] of every physical row (a worker's: partition << 40 | offset)
+        report["seqs"] = [list(r) for r in store.query_rows(f"SELECT ingest_seq, event_id FROM {store._t('events')}")]
     if "--events" in sys.argv:
         rest = sys.argv[sys.argv.index("--events") + 1 :]
         wanted = rest[0] if rest else None
