@@ -263,7 +263,7 @@ class WorkerApp:
     """The faust app of one worker process, around a store and the shared stages."""
 
     def __init__(self, settings: Settings, store: Store, *, telemetry: Any = None):
-        import faust
+        from . import faust_fixes  # faust is imported only where a worker runs
 
         self.settings = settings
         self.store = store
@@ -280,7 +280,7 @@ class WorkerApp:
         # the rows and a redelivered batch would then be dropped. There, rows written
         # twice merge away by event_id / alert_id and every read is deduplicated.
         self._dedup_tokens = settings.clickhouse.cluster is not None
-        self.app = faust.App(
+        self.app = faust_fixes.App(  # faust with at-least-once offsets (see streams/faust_fixes.py)
             k.app_id,
             broker=[f"kafka://{hp.strip()}" for hp in k.bootstrap_servers.split(",")],
             broker_credentials=faust_credentials(k),
@@ -338,6 +338,9 @@ class WorkerApp:
         #: "topic/partition" -> the offset after the last message this worker handled
         self._positions: dict[str, int] = {}
         self._partition_of_key: dict[str, int] = {}  # murmur2 is pure Python: remember it
+        #: mcp.events partition -> the last offset the ingest step was given (since its assignment)
+        self._delivered: dict[int, int] = {}
+        self.offset_gaps = 0
         # the detect step's reordering (see "detect" below)
         self._buffers: dict[int, _Reorder] = {}
         self._holds: dict[int, list[Any]] = {}
@@ -436,8 +439,13 @@ class WorkerApp:
         outgoing: dict[int, list[_Keyed]] = defaultdict(list)
         chunks: list[tuple[int, list[_Keyed]]] = []  # full repartition messages
         size: dict[int, int] = defaultdict(int)
+        delivered = self._delivered
         for e in events:
             message = e.message
+            last = delivered.get(message.partition)
+            if last is not None and message.offset > last + 1:
+                self._offset_gap(message.partition, last + 1, message.offset - 1)
+            delivered[message.partition] = message.offset
             raw = e.value if isinstance(e.value, (bytes, bytearray)) else b""
             try:
                 ev = validate(raw)
@@ -518,6 +526,15 @@ class WorkerApp:
             self._lag(events)
 
         return flush
+
+    def _offset_gap(self, partition: int, first: int, last: int) -> None:
+        """Offsets the ingest step was never given, between two it was (the consumer
+        skipped them): said loudly, counted in the health report."""
+        self.offset_gaps += 1
+        log.warning(
+            "offset gap on %s/%d: offsets %d..%d never reached the ingest step",
+            self.kafka.events_topic, partition, first, last,
+        )
 
     def _send_alert(self, alert: Alert) -> Any:
         return self.alerts_topic.send(key=alert.alert_id.encode(), value=alert.model_dump_json().encode(), force=True)
@@ -766,11 +783,14 @@ class WorkerApp:
             # no batch since start counts 0)
             "lag": self._lag_by_topic(),
             "skipped_redeliveries": self.keyed.skipped_redeliveries,
+            "offset_gaps": self.offset_gaps,
             "detector_errors": {**self.pipeline.detect.detector_errors, **self.keyed.detector_errors},
         }
 
     async def _on_recover(self) -> None:
-        # after faust read the changelog of the partitions this worker was given
+        # after faust read the changelog of the partitions this worker was given (and
+        # before it seeks them to their committed offsets: a jump there is no gap)
+        self._delivered.clear()
         self.recovered_keys = len(self.table)
         log.info("detector state recovered: %d keys", self.recovered_keys)
 

@@ -21,7 +21,7 @@ import pytest
 
 from mcpsift.bench.gen import generate
 from mcpsift.streams.offline import detect_lines
-from tests.fixtures.kafka import end_offsets, read_topic
+from tests.fixtures.kafka import committed_offsets, end_offsets, read_topic
 from tests.fixtures.serve import read_store
 from tests.fixtures.worker import produce
 
@@ -71,17 +71,20 @@ def _caught_up(h: dict) -> bool:
 
 
 def _handled_everything(broker, worker, timeout: float = 90.0) -> dict:
-    """Wait until the worker has handled every message of mcp.events and
-    mcp.events.keyed (an event taken is stored; a repartitioned one applied) and
+    """Wait until every message of mcp.events and mcp.events.keyed is handled (an
+    event taken is stored; a repartitioned one applied) -- by this worker, or
+    committed before it started (a partition a killed worker had finished) -- and
     nothing waits in its event-time buffer."""
+    topics = ("mcp.events", "mcp.events.keyed")
     deadline = time.monotonic() + timeout
     health = None
     while time.monotonic() < deadline:
-        ends = {k: v for k, v in end_offsets(broker.bootstrap, ("mcp.events", "mcp.events.keyed")).items() if v}
+        ends = {k: v for k, v in end_offsets(broker.bootstrap, topics).items() if v}
         health = worker.health()
         if health and health["status"] == "ok" and not health["waiting_events"] and not health["held_messages"]:
             handled = health["handled_up_to"]
-            if all(handled.get(k, 0) >= v for k, v in ends.items()):
+            committed = committed_offsets(broker.bootstrap, "mcpsift", topics)
+            if all(max(handled.get(k, 0), committed.get(k) or 0) >= v for k, v in ends.items()):
                 return health
         time.sleep(0.5)
     raise AssertionError(f"the worker never handled everything: {health}")
@@ -120,9 +123,11 @@ def _where_lost(broker, report: dict, before: dict, after) -> str:
     spans = {
         p: [(o, (p, o) in stored) for o in sorted(offsets)] for p, offsets in sorted(missing.items())
     }
+    committed = committed_offsets(broker.bootstrap, "mcpsift", ("mcp.events",))
+    gaps = [line for line in after.log.read_text(errors="replace").splitlines() if "offset gap" in line]
     return (
         f"an event was lost: missing (partition: [(offset, a row with that offset exists)]) {spans}; "
-        f"handled when killed {before['handled_up_to']}; after the restart {after.health()}"
+        f"handled when killed {before['handled_up_to']}; committed now {committed}; the worker's gap reports {gaps}"
     )
 
 
