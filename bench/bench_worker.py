@@ -47,6 +47,15 @@ __all__ = ["run", "main"]
 PARTITIONS = 4
 
 
+def _cpu_s(proc: Any) -> float:
+    """CPU seconds (user + system) a process and its threads used so far."""
+    try:
+        t = proc.cpu_times()
+        return float(t.user + t.system)
+    except Exception:
+        return float("nan")
+
+
 def _health(port: int) -> Optional[dict[str, Any]]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
@@ -172,6 +181,8 @@ def run(n: int = 100_000, seed: int = 7, rate: float = 2_000.0, lateness: float 
             env=env, stdout=open(work / "worker.log", "wb"), stderr=subprocess.STDOUT,
         )
         proc = psutil.Process(worker.pid)
+        broker_proc = psutil.Process(broker.pid)
+        cpu_first = (0.0, 0.0)
         rss: list[tuple[int, int]] = []  # (events in, rss)
         first: Optional[float] = None
         health: Optional[dict[str, Any]] = None
@@ -186,6 +197,7 @@ def run(n: int = 100_000, seed: int = 7, rate: float = 2_000.0, lateness: float 
                 pass
             if health and health["events_in"] and first is None:
                 first = time.perf_counter()
+                cpu_first = (_cpu_s(proc), _cpu_s(broker_proc))
             lag = (health or {}).get("lag") or {}
             if (health and health["events_stored"] >= n and lag and all(v == 0 for v in lag.values())
                     and health["alerts_stored"] >= health["alerts_out"]):
@@ -195,6 +207,8 @@ def run(n: int = 100_000, seed: int = 7, rate: float = 2_000.0, lateness: float 
             raise RuntimeError(f"the worker did not finish: {health}")
         elapsed = time.perf_counter() - (first or time.perf_counter())
         rate_e2e = n / elapsed
+        worker_cores = (_cpu_s(proc) - cpu_first[0]) / elapsed if first else float("nan")
+        broker_cores = (_cpu_s(broker_proc) - cpu_first[1]) / elapsed if first else float("nan")
         say(f"throughput: {rate_e2e:,.0f} events/s; alert latency at {rate:,.0f} events/s…")
         fresh = list(generate(min(n, 30_000), seed + 1, start=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
         latency = asyncio.run(_latency(bootstrap, fresh, rate, settle_s=max(6.0, lateness + 5.0)))
@@ -206,7 +220,12 @@ def run(n: int = 100_000, seed: int = 7, rate: float = 2_000.0, lateness: float 
             "worker_events_per_s": rate_e2e,
             "raw_aiokafka_consume_events_per_s": raw,
             "ratio_to_raw": rate_e2e / raw,
+            # CPU the worker and the broker used during the throughput run, in cores (2 here)
+            "worker_cpu_cores": worker_cores,
+            "broker_cpu_cores": broker_cores,
             "alerts": health["alerts_stored"] if health else 0,
+            # live detector state when the run ended (RSS grows with it until keys expire by event time)
+            "detector_state_keys": health.get("detector_state_keys") if health else None,
             "worker_peak_rss_mib": peak / 2**20,
             "worker_rss_after_first_quarter_min_mib": min(quarter) / 2**20,
             "worker_rss_after_first_quarter_max_mib": max(quarter) / 2**20,
@@ -241,10 +260,13 @@ def _print_table(r: dict[str, Any]) -> None:
     print(f"{'events':34s} {r['events']:>12,} ({r['partitions']} partitions, one worker)")
     print(f"{'worker end to end':34s} {r['worker_events_per_s']:>12,.0f} events/s "
           f"({r['ratio_to_raw']:.2f}x raw aiokafka consume {r['raw_aiokafka_consume_events_per_s']:,.0f}/s)")
+    print(f"{'CPU during the run':34s} {r['worker_cpu_cores']:>12.2f} cores worker, "
+          f"{r['broker_cpu_cores']:.2f} cores broker (of {os.cpu_count()})")
     print(f"{'alerts stored':34s} {r['alerts']:>12,}")
     print(f"{'worker RSS peak':34s} {r['worker_peak_rss_mib']:>12,.0f} MiB "
           f"(after the first quarter: {r['worker_rss_after_first_quarter_min_mib']:,.0f}–"
-          f"{r['worker_rss_after_first_quarter_max_mib']:,.0f} MiB)")
+          f"{r['worker_rss_after_first_quarter_max_mib']:,.0f} MiB; "
+          f"{r['detector_state_keys'] or 0:,} detector state keys at the end)")
     print(f"{'alert latency p50 / p99':34s} {r['alert_latency_p50_s'] * 1000:>9,.0f} ms / "
           f"{r['alert_latency_p99_s'] * 1000:,.0f} ms ({r['latency_alerts']} alerts at "
           f"{r['latency_rate_events_per_s']:,.0f} events/s, allowed lateness {r['allowed_lateness_s']:g} s)")

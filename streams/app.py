@@ -16,7 +16,9 @@ on a batch and per-event Python work is the stage functions themselves):
     (:meth:`~.keyed.KeyedDetect.route`) and re-keyed onto
     ``kafka.keyed_topic`` -- the repartition (``group_by``) step, done once
     per distinct key and batched: one message per destination partition and
-    batch, to the partition that owns the key (:func:`~.keyed.partition_for`).
+    batch, to the partition that owns the key (:func:`~.keyed.partition_for`);
+    an event goes once to each partition that owns one of its keys, listing
+    those keys.
 
 ``detect`` on ``kafka.keyed_topic``
     each key's events against that key's state, kept in the faust Table
@@ -131,10 +133,11 @@ def faust_credentials(kafka: KafkaSettings) -> Any:
 
 
 class _Keyed(msgspec.Struct, array_like=True):
-    """One event re-keyed for the detect agent (a repartition message holds a list)."""
+    """One event for the detect agent, under every state key of it that lives on the
+    destination partition (a repartition message holds a list): one copy per
+    partition, not per key."""
 
-    key: str
-    names: list[str]
+    keys: list[tuple[str, list[str]]]  # (state key, the detectors keyed by it)
     partition: int  # where the event arrived (its source partition and offset
     offset: int  # identify it for redelivery checks)
     time: float  # event time as the runner orders it
@@ -186,22 +189,23 @@ class _Reorder:
         self.last_arrival = 0.0
         self.size = 0
 
-    def add(self, k: "_Keyed", event: Any, peek: Callable[[bytes], Any]) -> bool:
-        """Queue one re-keyed event; False when it was applied or queued already."""
-        position = (k.key, k.partition, k.offset)
+    def add(self, key: str, names: list[str], k: "_Keyed", event: Any, peek: Callable[[bytes], Any]) -> bool:
+        """Queue a repartitioned event under one of its keys; False when it was applied
+        or queued there already."""
+        position = (key, k.partition, k.offset)
         if position in self.positions:
             return False
-        value = peek(k.key.encode("utf-8"))
+        value = peek(key.encode("utf-8"))
         if value is not None and k.offset <= value["o"].get(str(k.partition), -1):
             return False
         self.positions.add(position)
-        by_source = self.pending.get(k.key)
+        by_source = self.pending.get(key)
         if by_source is None:
-            by_source = self.pending[k.key] = {}
+            by_source = self.pending[key] = {}
         queue = by_source.get(k.partition)
         if queue is None:
             queue = by_source[k.partition] = deque()
-        queue.append((k.time, k.partition, k.offset, k.event, k.names, event))
+        queue.append((k.time, k.partition, k.offset, k.event, names, event))
         self.size += 1
         if k.time > self.max_time:
             self.max_time = k.time
@@ -476,15 +480,22 @@ class WorkerApp:
             if found:
                 alerts.extend(found)
             if routes:
-                raw_event = msgspec.Raw(payload)
+                by_partition: dict[int, list[tuple[str, list[str]]]] = {}
                 for key, names in routes.items():
                     p = where.get(key)
                     if p is None:
                         if len(where) > 200_000:  # keys of long-gone sessions
                             where.clear()
                         p = where[key] = partition_for(key, partitions)
-                    outgoing[p].append(_Keyed(key, names, message.partition, message.offset, event_time, raw_event))
-                    size[p] += len(payload) + len(key) + 64
+                    here = by_partition.get(p)
+                    if here is None:
+                        by_partition[p] = [(key, names)]
+                    else:
+                        here.append((key, names))
+                raw_event = msgspec.Raw(payload)
+                for p, keys in by_partition.items():
+                    outgoing[p].append(_Keyed(keys, message.partition, message.offset, event_time, raw_event))
+                    size[p] += len(payload) + 64 * len(keys)
                     if size[p] >= _MAX_REPARTITION_BYTES:  # stay well under the broker's message size limit
                         chunks.append((p, outgoing.pop(p)))
                         size[p] = 0
@@ -580,11 +591,12 @@ class WorkerApp:
             held = 0
             peek = self._peek()
             for k in keyed:
-                if buffer.add(k, e, peek):
-                    held += 1
-                else:
-                    self.keyed.skipped_redeliveries += 1
-            count += len(keyed)
+                for key, names in k.keys:
+                    if buffer.add(key, names, k, e, peek):
+                        held += 1
+                    else:
+                        self.keyed.skipped_redeliveries += 1
+                count += len(k.keys)
             if held:
                 e.message.incref()  # not committed until its last waiting event is applied
                 self._holds[id(e)] = [e, held]

@@ -193,11 +193,6 @@ def test_worker_finds_what_detect_finds_and_dead_letters_poison(broker, worker_f
     assert any("poison-missing-fields" in json.dumps(d) for d in report["dead_letters"])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 5 stays open: in some runs (on a loaded machine) a few events the restarted worker "
-    "handled are missing from its chDB store after a kill -9; not yet explained (see docs/operations.md, Limits)",
-)
 def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(broker, worker_factory, traffic) -> None:
     lines, expected = traffic
     # small batches, so the kill lands part-way through the stream
