@@ -104,3 +104,22 @@ def test_resuming_flow_keeps_queued_messages_and_a_revocation_clear_drops_them()
         assert queue.qsize() == 0
 
     _run(test)
+
+
+def test_a_message_is_delivered_directly_only_when_nothing_can_hold_its_delivery() -> None:
+    async def test(app: Any, consumer: Any) -> None:
+        topic = app.topic(TOPIC, value_type=bytes, value_serializer="raw")
+        app.topics.add(topic)
+        await app.topics._update_indices()
+        assert not consumer._delivers_at_once(TOPIC), "flow control starts suspended: faust's way"
+        app.flow_control.resume()
+        assert consumer._delivers_at_once(TOPIC)
+        assert not consumer._delivers_at_once("a-topic-no-stream-reads")
+        for i in range(topic.queue.maxsize):
+            topic.queue.put_nowait(i)
+        assert not consumer._delivers_at_once(TOPIC), "a full stream queue would hold the delivery"
+        topic.queue.clear()
+        consumer.stop_flow()
+        assert not consumer._delivers_at_once(TOPIC), "a stopped flow must be able to abandon the delivery"
+
+    _run(test)
