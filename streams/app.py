@@ -68,7 +68,6 @@ _UTC = _dt.timezone.utc
 #: an ``ingest_seq`` for a Kafka event: partition and offset, so it is unique and
 #: stable across redeliveries (the embedded runner counts from 1 instead)
 _SEQ_PARTITION_SHIFT = 40
-#: where an event's offset ends in ``ingest_seq``
 #: cyclic GC thresholds of a worker process (see run_worker)
 GC_THRESHOLDS = (50_000, 20, 100)
 
